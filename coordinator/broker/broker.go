@@ -1,0 +1,149 @@
+// Package broker runs the nats-server with JetStream that postrotate embeds
+// by default, in-process, with its logs routed to zerolog.
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
+// Options configure the embedded server. A zero field means its default.
+type Options struct {
+	// StoreDir holds JetStream's files. Defaults to a fresh temporary
+	// directory, removed by Shutdown.
+	StoreDir string
+	// Listen is the client address ("127.0.0.1:4222"). Empty: no network
+	// listener, in-process connections only.
+	Listen string
+	// ServerName names the server. Defaults to "postrotate".
+	ServerName string
+	// Logger receives the server's logs (component=nats). Defaults to a
+	// disabled logger.
+	Logger *zerolog.Logger
+	// ReadyTimeout bounds the start. Defaults to 10s.
+	ReadyTimeout time.Duration
+}
+
+// Broker is a running embedded nats-server.
+type Broker struct {
+	srv     *server.Server
+	tempDir string
+}
+
+// Start starts the server and waits until it accepts connections.
+func Start(opts Options) (*Broker, error) {
+	b := &Broker{}
+	dir := opts.StoreDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "postrotate-jetstream-")
+		if err != nil {
+			return nil, fmt.Errorf("create jetstream store: %w", err)
+		}
+		dir, b.tempDir = d, d
+	}
+	sopts := &server.Options{
+		ServerName: opts.ServerName,
+		JetStream:  true,
+		StoreDir:   dir,
+		NoSigs:     true,
+		NoLog:      false,
+		// Limits the size of one message: a task carries its script.
+		MaxPayload: 8 << 20,
+	}
+	if sopts.ServerName == "" {
+		sopts.ServerName = "postrotate"
+	}
+	if opts.Listen == "" {
+		sopts.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(opts.Listen)
+		if err != nil {
+			b.cleanup()
+			return nil, fmt.Errorf("nats listen address %q: %w", opts.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			b.cleanup()
+			return nil, fmt.Errorf("nats listen address %q: bad port: %w", opts.Listen, err)
+		}
+		sopts.Host, sopts.Port = host, p
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		b.cleanup()
+		return nil, fmt.Errorf("configure nats-server: %w", err)
+	}
+	log := zerolog.Nop()
+	if opts.Logger != nil {
+		log = opts.Logger.With().Str("component", "nats").Logger()
+	}
+	srv.SetLoggerV2(serverLogger{log}, log.GetLevel() <= zerolog.DebugLevel, log.GetLevel() <= zerolog.TraceLevel, false)
+	go srv.Start()
+	timeout := opts.ReadyTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	if !srv.ReadyForConnections(timeout) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		b.cleanup()
+		return nil, errors.New("embedded nats-server not ready within " + timeout.String())
+	}
+	b.srv = srv
+	return b, nil
+}
+
+// Connect opens an in-process client connection.
+func (b *Broker) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(b.srv), nats.Name("postrotate-coordinator")}, opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to embedded nats-server: %w", err)
+	}
+	return nc, nil
+}
+
+// ClientURL is the URL remote clients use; empty without a listener.
+func (b *Broker) ClientURL() string {
+	if b.srv.Addr() == nil {
+		return ""
+	}
+	return b.srv.ClientURL()
+}
+
+// Shutdown stops the server and removes a temporary store.
+func (b *Broker) Shutdown() {
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+	b.cleanup()
+}
+
+func (b *Broker) cleanup() {
+	if b.tempDir != "" {
+		_ = os.RemoveAll(b.tempDir)
+		b.tempDir = ""
+	}
+}
+
+// serverLogger adapts zerolog to nats-server's Logger. Fatalf logs at error
+// level and never exits the process.
+type serverLogger struct{ log zerolog.Logger }
+
+func (l serverLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
+func (l serverLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
+func (l serverLogger) Fatalf(format string, v ...any) {
+	l.log.Error().Bool("fatal", true).Msgf(format, v...)
+}
+func (l serverLogger) Errorf(format string, v ...any) { l.log.Error().Msgf(format, v...) }
+func (l serverLogger) Debugf(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
+func (l serverLogger) Tracef(format string, v ...any) { l.log.Trace().Msgf(format, v...) }

@@ -1,0 +1,202 @@
+// Package cli is the postrotate command line: rotate, validate, version.
+//
+// Exit status: 0 when every script succeeded, 1 when any failed (or the
+// rotation could not complete), 2 on bad input or usage, with the reason on
+// stderr.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/postrotate/postrotate/coordinator/inventory"
+	"github.com/postrotate/postrotate/coordinator/oneshot"
+)
+
+// Exit statuses.
+const (
+	ExitOK     = 0
+	ExitFailed = 1
+	ExitUsage  = 2
+)
+
+// Version is set at build time with -ldflags "-X .../cli.Version=...".
+var Version = "dev"
+
+// exitError carries an exit status through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usage(err error) error { return &exitError{ExitUsage, err} }
+
+// Main runs the command line and returns the exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != errSilent {
+			fmt.Fprintf(stderr, "postrotate: %v\n", ee.err)
+		}
+		return ee.code
+	}
+	// Cobra's own errors: unknown command or flag, bad flag value.
+	fmt.Fprintf(stderr, "postrotate: %v\nRun 'postrotate --help' for usage.\n", err)
+	return ExitUsage
+}
+
+// errSilent ends a command with a status whose reason was already printed.
+var errSilent = errors.New("")
+
+type globals struct {
+	logLevel string
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+func (g *globals) logger() (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(g.logLevel)
+	if err != nil {
+		return zerolog.Nop(), usage(fmt.Errorf("--log-level %q: %w", g.logLevel, err))
+	}
+	w := zerolog.ConsoleWriter{Out: g.stderr, TimeFormat: "15:04:05.000", NoColor: true}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "postrotate",
+		Short: "Run post-rotation scripts across a fleet",
+		Long: `postrotate runs post-rotation scripts (Keeper "PAM Scripts") after a credential
+is rotated: in order, on the right host, with the old and new credential on
+stdin, and reports a RotationResult for every script.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: trace, debug, info, warn, error, disabled")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usage(fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath()))
+	})
+	root.AddCommand(newRotate(g), newValidate(g), newVersion(g))
+	return root
+}
+
+func newVersion(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintln(g.stdout, "postrotate", Version)
+			return nil
+		},
+	}
+}
+
+func newValidate(g *globals) *cobra.Command {
+	var file string
+	c := &cobra.Command{
+		Use:   "validate --inventory FILE",
+		Short: "Check an inventory file and list every problem",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			inv, err := loadInventory(file)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s: ok (%d records)\n", file, len(inv.Records))
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "inventory", "i", "", "inventory file (YAML or JSON)")
+	_ = c.MarkFlagRequired("inventory")
+	return c
+}
+
+// loadInventory loads and validates an inventory; problems are usage errors.
+func loadInventory(file string) (*inventory.Inventory, error) {
+	inv, err := inventory.Load(file)
+	if err != nil {
+		var ve *inventory.ValidationError
+		if errors.As(err, &ve) {
+			return nil, usage(fmt.Errorf("inventory %s is invalid (%d problems):\n%w", file, len(ve.Problems), err))
+		}
+		return nil, usage(fmt.Errorf("inventory %s: %w", file, err))
+	}
+	return inv, nil
+}
+
+func newRotate(g *globals) *cobra.Command {
+	var (
+		file, user string
+		asJSON     bool
+		verbose    bool
+	)
+	c := &cobra.Command{
+		Use:   "rotate --inventory FILE --user UID [--json]",
+		Short: "Rotate one PAM User and run its post-rotation scripts",
+		Long: `Rotate the PAM User UID of the inventory: generate its new password, run
+every post-rotation script in order (user, then resource, then configuration)
+through an embedded NATS JetStream with in-process workers, and report one
+RotationResult per script.
+
+Exit status: 0 every script succeeded, 1 a script failed, 2 bad input.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			inv, err := loadInventory(file)
+			if err != nil {
+				return err
+			}
+			out, err := oneshot.Rotate(cmd.Context(), inv, user, oneshot.Options{Logger: &log})
+			var ie *oneshot.InputError
+			if errors.As(err, &ie) {
+				return usage(err)
+			}
+			if len(out.Results) > 0 || err == nil {
+				if perr := printOutcome(g.stdout, out, asJSON, verbose); perr != nil {
+					return &exitError{ExitFailed, perr}
+				}
+			}
+			if err != nil {
+				return &exitError{ExitFailed, fmt.Errorf("rotation %s: %w", out.RotationID, err)}
+			}
+			if !out.Success() {
+				return &exitError{ExitFailed, errSilent}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "inventory", "i", "", "inventory file (YAML or JSON)")
+	c.Flags().StringVarP(&user, "user", "u", "", "uid of the PAM User record to rotate")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the JSON array of RotationResults, in execution order")
+	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every script's stdout and stderr under the table")
+	_ = c.MarkFlagRequired("inventory")
+	_ = c.MarkFlagRequired("user")
+	return c
+}

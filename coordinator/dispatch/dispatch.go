@@ -1,0 +1,262 @@
+package dispatch
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/postrotate/postrotate/coordinator/plan"
+	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/payload"
+)
+
+// Options configure a Dispatcher. A zero field means its default.
+type Options struct {
+	Layout Layout
+	// PickupTimeout is how long a task may wait for its host's worker
+	// before it expires and the step fails. Defaults to 1m.
+	PickupTimeout time.Duration
+	// KillGrace is added to a step's deadline for the worker to kill a
+	// timed-out script and report. Defaults to 30s.
+	KillGrace time.Duration
+	// Logger receives the dispatcher's logs. Defaults to a disabled logger.
+	Logger *zerolog.Logger
+	// Now returns the current time. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Dispatcher runs rotations over JetStream.
+type Dispatcher struct {
+	js   jetstream.JetStream
+	opts Options
+	log  zerolog.Logger
+}
+
+// New returns a dispatcher. It does not create streams: call Layout.Setup.
+func New(js jetstream.JetStream, opts Options) *Dispatcher {
+	opts.Layout = opts.Layout.withDefaults()
+	opts.PickupTimeout = cmp.Or(opts.PickupTimeout, time.Minute)
+	opts.KillGrace = cmp.Or(opts.KillGrace, 30*time.Second)
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := zerolog.Nop()
+	if opts.Logger != nil {
+		log = *opts.Logger
+	}
+	return &Dispatcher{js: js, opts: opts, log: log.With().Str("component", "dispatcher").Logger()}
+}
+
+// Rotation is one rotation to run.
+type Rotation struct {
+	// ID identifies the rotation; NewID makes one.
+	ID          string
+	Plan        *plan.Plan
+	NewPassword string
+	OldPassword string
+}
+
+// NewID returns a fresh, time-ordered rotation id (a UUIDv7).
+func NewID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// Outcome is what a rotation produced.
+type Outcome struct {
+	RotationID string
+	// Results has one RotationResult per planned step, in execution order.
+	Results   []messages.RotationResult
+	Succeeded int
+	Failed    int
+}
+
+// Success reports whether every script succeeded.
+func (o Outcome) Success() bool { return o.Failed == 0 }
+
+// Run runs every step of r in order and returns their results. It returns
+// an error only when the rotation could not run as a whole (the broker is
+// unreachable, ctx ended); then Outcome holds the results so far.
+func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
+	if !messages.ValidToken(r.ID) {
+		return Outcome{}, fmt.Errorf("rotation id %q is not a valid subject token", r.ID)
+	}
+	out := Outcome{RotationID: r.ID}
+	log := d.log.With().Str("rotation_id", r.ID).Str("user_uid", r.Plan.User.UID).Logger()
+
+	results, err := d.watchResults(ctx, r.ID)
+	if err != nil {
+		return out, err
+	}
+	defer results.Stop()
+
+	d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(messages.EventStarted), messages.RotationEvent{
+		Kind: messages.EventStarted, RotationID: r.ID, UserRecordUID: r.Plan.User.UID, Steps: len(r.Plan.Steps),
+	})
+	log.Info().Int("steps", len(r.Plan.Steps)).Msg("rotation started")
+
+	var runErr error
+	for _, step := range r.Plan.Steps {
+		if runErr == nil {
+			var rr messages.RotationResult
+			rr, runErr = d.step(ctx, log, r, step, results)
+			if runErr == nil {
+				out.add(rr)
+				continue
+			}
+		}
+		// The rotation cannot go on: every remaining step still gets a result.
+		out.add(d.failed(r, step, "not run: "+runErr.Error()))
+	}
+
+	kind := messages.EventCompleted
+	if !out.Success() {
+		kind = messages.EventFailed
+	}
+	ev := messages.RotationEvent{
+		Kind: kind, RotationID: r.ID, UserRecordUID: r.Plan.User.UID, Steps: len(r.Plan.Steps),
+		Succeeded: out.Succeeded, Failed: out.Failed,
+	}
+	if runErr != nil {
+		ev.Error = runErr.Error()
+	}
+	d.event(context.WithoutCancel(ctx), log, d.opts.Layout.Subjects.RotationEvent(kind), ev)
+	log.Info().Int("succeeded", out.Succeeded).Int("failed", out.Failed).Msg("rotation finished")
+	return out, runErr
+}
+
+func (o *Outcome) add(rr messages.RotationResult) {
+	o.Results = append(o.Results, rr)
+	if rr.Success {
+		o.Succeeded++
+	} else {
+		o.Failed++
+	}
+}
+
+// step publishes one task and waits for its result or its deadline.
+func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, step plan.Step, results *resultWatch) (messages.RotationResult, error) {
+	log = log.With().Int("step", step.Index).Str("host", step.Host).Logger()
+	task, err := d.task(r, step)
+	if err != nil {
+		// A payload that cannot be built is this step's failure, not the rotation's.
+		log.Error().Err(err).Msg("build task")
+		return d.failed(r, step, err.Error()), nil
+	}
+	data, err := json.Marshal(task)
+	if err != nil {
+		return d.failed(r, step, fmt.Sprintf("encode task: %v", err)), nil
+	}
+	subj := d.opts.Layout.Subjects
+	if _, err := d.js.Publish(ctx, subj.Tasks(step.Host), data, jetstream.WithMsgID(task.ID)); err != nil {
+		return messages.RotationResult{}, fmt.Errorf("publish task of step %d: %w", step.Index, err)
+	}
+	d.event(ctx, log, subj.StepEvent(messages.EventStarted), messages.StepEvent{
+		Kind: messages.EventStarted, RotationID: r.ID, Step: step.Index, Host: step.Host, UID: step.RecordUID, Name: step.Script.Name,
+	})
+	log.Debug().Str("script", step.Script.Name).Msg("task published")
+
+	deadline := task.ExpiresAt.Add(task.Script.Timeout() + d.opts.KillGrace)
+	rr, err := results.wait(ctx, step.Index, deadline)
+	switch {
+	case errors.Is(err, errDeadline):
+		rr = d.failed(r, step, fmt.Sprintf("no result from host %q by %s: no worker of that host picked up the task within %s, or it did not report",
+			step.Host, deadline.UTC().Format(time.RFC3339), d.opts.PickupTimeout))
+		// First result wins: a late worker result for this step is dropped as a duplicate.
+		if err := d.publishResult(context.WithoutCancel(ctx), rr); err != nil {
+			log.Error().Err(err).Msg("publish deadline result")
+		}
+		log.Warn().Msg("step deadline passed")
+	case err != nil:
+		return messages.RotationResult{}, err
+	}
+	kind := messages.EventCompleted
+	if !rr.Success {
+		kind = messages.EventFailed
+	}
+	d.event(ctx, log, subj.StepEvent(kind), messages.StepEvent{
+		Kind: kind, RotationID: r.ID, Step: step.Index, Host: step.Host, UID: step.RecordUID, Name: step.Script.Name,
+		Success: rr.Success, Error: rr.Error,
+	})
+	return rr, nil
+}
+
+// task builds the task of one step, with its Keeper payload.
+func (d *Dispatcher) task(r Rotation, step plan.Step) (messages.Task, error) {
+	in := r.Plan.Input(step, r.NewPassword, r.OldPassword)
+	params, err := payload.Build(in)
+	if err != nil {
+		return messages.Task{}, fmt.Errorf("build payload: %w", err)
+	}
+	stdin, err := params.Encode()
+	if err != nil {
+		return messages.Task{}, fmt.Errorf("encode payload: %w", err)
+	}
+	now := d.opts.Now()
+	return messages.Task{
+		SchemaVersion: messages.SchemaVersion,
+		ID:            fmt.Sprintf("%s-%d", r.ID, step.Index),
+		RotationID:    r.ID,
+		Step:          step.Index,
+		Host:          step.Host,
+		Runner:        step.Runner,
+		Target:        step.Target,
+		RecordUID:     step.RecordUID,
+		Script: messages.Script{
+			Name:      step.Script.Name,
+			Title:     step.Script.Title,
+			Command:   step.Script.Command,
+			Content:   step.Script.Content,
+			TimeoutMS: step.Script.Timeout.Milliseconds(),
+		},
+		CreatedAt: now,
+		ExpiresAt: now.Add(d.opts.PickupTimeout),
+		// params.Secrets adds the records blob and the whole line: a script
+		// echoing its input must not leak the secrets inside them.
+		Secret: &messages.TaskSecret{Stdin: stdin, Mask: slices.Concat(in.Secrets(), r.Plan.Secrets(), params.Secrets())},
+	}, nil
+}
+
+// failed is the result of a step that did not run.
+func (d *Dispatcher) failed(r Rotation, step plan.Step, reason string) messages.RotationResult {
+	now := d.opts.Now()
+	return messages.RotationResult{
+		UID: step.RecordUID, Title: step.Script.Title, Name: step.Script.Name,
+		SchemaVersion: messages.SchemaVersion, RotationID: r.ID, Step: step.Index, Host: step.Host,
+		ExitCode: -1, StartedAt: now, FinishedAt: now, Error: reason,
+	}
+}
+
+func (d *Dispatcher) publishResult(ctx context.Context, rr messages.RotationResult) error {
+	data, err := json.Marshal(rr)
+	if err != nil {
+		return err
+	}
+	_, err = d.js.Publish(ctx, d.opts.Layout.Subjects.Result(rr.RotationID, rr.Step), data,
+		jetstream.WithMsgID(messages.ResultMsgID(rr.RotationID, rr.Step)))
+	return err
+}
+
+// event publishes an event; a lost event is logged, never fatal.
+func (d *Dispatcher) event(ctx context.Context, log zerolog.Logger, subject string, ev any) {
+	switch e := ev.(type) {
+	case messages.RotationEvent:
+		e.SchemaVersion, e.Time = messages.SchemaVersion, d.opts.Now()
+		ev = e
+	case messages.StepEvent:
+		e.SchemaVersion, e.Time = messages.SchemaVersion, d.opts.Now()
+		ev = e
+	}
+	data, err := json.Marshal(ev)
+	if err == nil {
+		_, err = d.js.Publish(ctx, subject, data)
+	}
+	if err != nil {
+		log.Warn().Err(err).Str("subject", subject).Msg("publish event")
+	}
+}

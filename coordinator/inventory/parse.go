@@ -1,0 +1,544 @@
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/postrotate/postrotate/coordinator/password"
+)
+
+var (
+	topKeys        = []string{"version", "records"}
+	recordKeys     = []string{"uid", "type", "title", "gateway", "worker", "connection", "fields", "scripts", "rotation"}
+	connectionKeys = []string{"protocol", "host", "port", "https", "admin", "known_hosts", "host_key", "insecure_ignore_host_key"}
+	fieldKeys      = []string{"type", "label", "value", "secret"}
+	scriptKeys     = []string{"file", "name", "title", "command", "records", "timeout"}
+	rotationKeys   = []string{"type", "resource", "configuration", "schedule", "timezone", "complexity"}
+	complexityKeys = []string{"length", "upper", "lower", "digits", "special", "special_chars"}
+
+	pamTypes      = []string{TypeConfiguration, TypeMachine, TypeDatabase, TypeDirectory, TypeUser}
+	resourceTypes = []string{TypeMachine, TypeDatabase, TypeDirectory}
+	rotationTypes = []string{RotationGeneral, RotationIAMUser, RotationScriptsOnly}
+)
+
+// Parse decodes and validates an inventory (YAML, or JSON, which is YAML).
+// Script files are read relative to dir. An invalid inventory gives a
+// *ValidationError listing every problem.
+func Parse(data []byte, dir string) (*Inventory, error) {
+	root, problem := parseYAML(data)
+	if problem != nil {
+		return nil, &ValidationError{Problems: []Problem{*problem}}
+	}
+	d := &decoder{dir: dir}
+	inv := d.inventory(root)
+	d.checkReferences(inv)
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	return inv, nil
+}
+
+func (d *decoder) inventory(doc *yaml.Node) *Inventory {
+	inv := &Inventory{Dir: d.dir}
+	root := doc
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		root = doc.Content[0]
+	}
+	if isNull(root) {
+		d.addf("", line(root), "empty inventory: want version and records")
+		return inv
+	}
+	if r := resolve(root); r == nil || r.Kind != yaml.MappingNode {
+		d.addf("", line(root), "the inventory must be a mapping with version and records")
+		return inv
+	}
+	top := d.object(root, "", topKeys, false)
+	if top == nil {
+		return inv
+	}
+	if n, ok := top["version"]; !ok || isNull(n) {
+		d.addf("version", line(root), "required (the only version is 1)")
+	} else if r := resolve(n); r != nil && r.Kind == yaml.ScalarNode && r.ShortTag() == "!!int" {
+		before := len(d.problems.list)
+		inv.Version = d.integer(n, "version")
+		if inv.Version != 1 && len(d.problems.list) == before {
+			d.addf("version", line(n), "unsupported version %d (the only version is 1)", inv.Version)
+		}
+	} else {
+		d.integer(n, "version") // reports the wrong kind
+	}
+	items := d.list(top["records"], "records")
+	if len(items) == 0 {
+		if r := resolve(top["records"]); r == nil || isNull(r) || r.Kind == yaml.SequenceNode {
+			d.addf("records", line(root), "at least one record is required")
+		}
+	}
+	inv.Records = make([]Record, len(items))
+	d.uidLines = make([]int, len(items))
+	for i, n := range items {
+		d.uidLines[i] = line(n)
+		d.record(n, i, &inv.Records[i])
+	}
+	return inv
+}
+
+func (d *decoder) record(n *yaml.Node, i int, rec *Record) {
+	path := index("records", i)
+	m := d.object(n, path, recordKeys, false)
+	if m == nil {
+		if isNull(n) {
+			d.addf(path, line(n), "must be a mapping, not null")
+		}
+		return
+	}
+	rec.UID = d.str(m["uid"], join(path, "uid"))
+	if un, ok := m["uid"]; ok {
+		d.uidLines[i] = line(un)
+	}
+	if reason := checkUID(rec.UID); reason != "" {
+		d.addf(join(path, "uid"), line(or(m["uid"], n)), "%s", reason)
+	}
+	rec.Type = d.str(m["type"], join(path, "type"))
+	if rec.Type == "" {
+		d.addf(join(path, "type"), line(or(m["type"], n)), "required (pamConfiguration, pamMachine, pamDatabase, pamDirectory, pamUser, or a plain type such as login)")
+	} else if !slices.Contains(pamTypes, rec.Type) {
+		for _, t := range pamTypes {
+			if strings.EqualFold(t, rec.Type) {
+				d.addf(join(path, "type"), line(m["type"]), "unknown type %q: did you mean %q?", rec.Type, t)
+			}
+		}
+	}
+	rec.Title = d.str(m["title"], join(path, "title"))
+	if rec.Title == "" {
+		rec.Title = rec.UID
+	}
+
+	// Where scripts run.
+	rec.Gateway = d.str(m["gateway"], join(path, "gateway"))
+	switch {
+	case rec.Type == TypeConfiguration && rec.Gateway == "":
+		d.addf(join(path, "gateway"), line(or(m["gateway"], n)), "required: the host id of the gateway that runs this configuration's scripts")
+	case rec.Type == TypeConfiguration:
+		if reason := checkHostID(rec.Gateway); reason != "" {
+			d.addf(join(path, "gateway"), line(m["gateway"]), "%s", reason)
+		}
+	case rec.Gateway != "":
+		d.addf(join(path, "gateway"), line(m["gateway"]), "only a pamConfiguration has a gateway")
+	}
+	rec.Worker = d.str(m["worker"], join(path, "worker"))
+	if _, set := m["worker"]; set && !isNull(m["worker"]) {
+		if rec.Type != TypeMachine {
+			d.addf(join(path, "worker"), line(m["worker"]), "only a pamMachine has a worker")
+		} else if reason := checkHostID(rec.Worker); reason != "" {
+			d.addf(join(path, "worker"), line(m["worker"]), "%s", reason)
+		}
+	}
+	if cn, set := m["connection"]; set && !isNull(cn) {
+		rec.Connection = d.connection(cn, join(path, "connection"))
+		switch {
+		case rec.Type != TypeMachine:
+			d.addf(join(path, "connection"), line(cn), "only a pamMachine has a connection")
+		case rec.Worker != "":
+			d.addf(join(path, "connection"), line(cn), "a pamMachine has either a worker or a connection, not both")
+		}
+	}
+
+	for j, fn := range d.list(m["fields"], join(path, "fields")) {
+		rec.Fields = append(rec.Fields, d.field(fn, index(join(path, "fields"), j)))
+	}
+
+	scripts := d.list(m["scripts"], join(path, "scripts"))
+	for j, sn := range scripts {
+		rec.Scripts = append(rec.Scripts, d.script(sn, index(join(path, "scripts"), j)))
+	}
+	if len(scripts) > 0 && rec.Type != "" {
+		switch {
+		case !slices.Contains(pamTypes, rec.Type):
+			d.addf(join(path, "scripts"), line(m["scripts"]), "a %s record runs no scripts: attach them to a pamConfiguration, pamMachine, pamDatabase, pamDirectory or pamUser", rec.Type)
+		case rec.Type == TypeMachine && rec.Worker == "" && rec.Connection == nil:
+			d.addf(join(path, "scripts"), line(m["scripts"]), "a pamMachine with scripts needs a worker (installed on the machine) or a connection (the gateway reaches it over ssh or winrm)")
+		}
+	}
+
+	if rn, set := m["rotation"]; set && !isNull(rn) {
+		refs, defaults := len(d.refs), len(d.defaults)
+		rot := d.rotation(rn, join(path, "rotation"))
+		if rec.Type != TypeUser {
+			// Report the misplaced settings once, not their references.
+			d.refs, d.defaults = d.refs[:refs], d.defaults[:defaults]
+			d.addf(join(path, "rotation"), line(rn), "only a pamUser has rotation settings")
+		} else {
+			rec.Rotation = rot
+		}
+	}
+}
+
+func or(a, b *yaml.Node) *yaml.Node {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func (d *decoder) connection(n *yaml.Node, path string) *Connection {
+	m := d.object(n, path, connectionKeys, false)
+	if m == nil {
+		return &Connection{}
+	}
+	c := &Connection{
+		Protocol:              d.str(m["protocol"], join(path, "protocol")),
+		Host:                  d.str(m["host"], join(path, "host")),
+		Port:                  d.integer(m["port"], join(path, "port")),
+		HTTPS:                 d.boolean(m["https"], join(path, "https")),
+		Admin:                 d.str(m["admin"], join(path, "admin")),
+		KnownHosts:            d.str(m["known_hosts"], join(path, "known_hosts")),
+		HostKey:               d.str(m["host_key"], join(path, "host_key")),
+		InsecureIgnoreHostKey: d.boolean(m["insecure_ignore_host_key"], join(path, "insecure_ignore_host_key")),
+	}
+	switch c.Protocol {
+	case ProtocolSSH:
+		if c.HTTPS {
+			d.addf(join(path, "https"), line(m["https"]), "only for winrm")
+		}
+		if c.InsecureIgnoreHostKey && (c.KnownHosts != "" || c.HostKey != "") {
+			d.addf(join(path, "insecure_ignore_host_key"), line(m["insecure_ignore_host_key"]), "conflicts with known_hosts and host_key")
+		}
+	case ProtocolWinRM:
+		for _, k := range []string{"known_hosts", "host_key"} {
+			if !isNull(m[k]) {
+				d.addf(join(path, k), line(m[k]), "only for ssh")
+			}
+		}
+	case "":
+		d.addf(join(path, "protocol"), line(or(m["protocol"], n)), "required: ssh or winrm")
+	default:
+		d.addf(join(path, "protocol"), line(m["protocol"]), "unknown protocol %q: want ssh or winrm", c.Protocol)
+	}
+	switch {
+	case c.Host == "":
+		d.addf(join(path, "host"), line(or(m["host"], n)), "required")
+	case strings.ContainsFunc(c.Host, unicode.IsSpace) || strings.ContainsFunc(c.Host, unicode.IsControl):
+		d.addf(join(path, "host"), line(m["host"]), "must not contain whitespace or control characters")
+	}
+	switch {
+	case c.Port < 0 || c.Port > 65535 || (c.Port == 0 && !isNull(m["port"])):
+		d.addf(join(path, "port"), line(m["port"]), "must be between 1 and 65535 (got %d)", c.Port)
+	case c.Port == 0 && c.Protocol == ProtocolSSH:
+		c.Port = 22
+	case c.Port == 0 && c.Protocol == ProtocolWinRM && c.HTTPS:
+		c.Port = 5986
+	case c.Port == 0 && c.Protocol == ProtocolWinRM:
+		c.Port = 5985
+	}
+	if c.Admin == "" {
+		d.addf(join(path, "admin"), line(or(m["admin"], n)), "required: the uid of the record with the admin credential")
+	} else {
+		d.refs = append(d.refs, reference{path: join(path, "admin"), line: line(m["admin"]), uid: c.Admin, kind: refAdmin})
+	}
+	return c
+}
+
+func (d *decoder) field(n *yaml.Node, path string) Field {
+	m := d.object(n, path, fieldKeys, true)
+	if m == nil {
+		if isNull(n) {
+			d.addf(path, line(n), "must be a mapping, not null")
+		}
+		return Field{}
+	}
+	f := Field{
+		Type:   d.str(m["type"], join(path, "type")),
+		Label:  d.str(m["label"], join(path, "label")),
+		Secret: d.boolean(m["secret"], join(path, "secret")),
+	}
+	if f.Type == "" {
+		d.addf(join(path, "type"), line(or(m["type"], n)), "required (login, password, text, pamHostname, ...)")
+	}
+	if vn, ok := m["value"]; ok {
+		asText := f.Secret || slices.Contains(secretFieldTypes, f.Type)
+		f.Value = d.value(vn, join(path, "value"), 0, asText)
+	}
+	return f
+}
+
+func (d *decoder) script(n *yaml.Node, path string) Script {
+	m := d.object(n, path, scriptKeys, false)
+	if m == nil {
+		if isNull(n) {
+			d.addf(path, line(n), "must be a mapping, not null")
+		}
+		return Script{}
+	}
+	s := Script{
+		File:    d.str(m["file"], join(path, "file")),
+		Name:    d.str(m["name"], join(path, "name")),
+		Title:   d.str(m["title"], join(path, "title")),
+		Command: d.str(m["command"], join(path, "command")),
+		Timeout: DefaultScriptTimeout,
+	}
+	if s.File == "" {
+		d.addf(join(path, "file"), line(or(m["file"], n)), "required: the script's path, relative to the inventory file")
+	} else {
+		s.Content = d.readScript(s.File, join(path, "file"), line(m["file"]))
+	}
+	if s.Name == "" {
+		s.Name = s.File[strings.LastIndexAny(s.File, `/\`)+1:]
+	}
+	if s.Title == "" {
+		s.Title = s.Name
+	}
+	if tn, ok := m["timeout"]; ok && !isNull(tn) {
+		p := join(path, "timeout")
+		if r := resolve(tn); r.Kind != yaml.ScalarNode || r.ShortTag() != "!!str" {
+			d.addf(p, line(tn), "must be a Go duration such as 90s or 2m, not %s", kindName(r))
+		} else if t, err := time.ParseDuration(r.Value); err != nil {
+			d.addf(p, line(tn), "invalid duration %q: want a Go duration such as 90s or 2m", r.Value)
+		} else if t <= 0 {
+			d.addf(p, line(tn), "must be greater than zero (got %s)", t)
+		} else {
+			s.Timeout = t
+		}
+	}
+	seen := make(map[string]int)
+	for i, rn := range d.list(m["records"], join(path, "records")) {
+		p := index(join(path, "records"), i)
+		uid := d.str(rn, p)
+		if uid == "" {
+			if r := resolve(rn); r != nil && r.Kind == yaml.ScalarNode {
+				d.addf(p, line(rn), "empty uid")
+			}
+			continue
+		}
+		if first, dup := seen[uid]; dup {
+			d.addf(p, line(rn), "record %q listed twice (first at records[%d])", uid, first)
+			continue
+		}
+		seen[uid] = i
+		s.Records = append(s.Records, uid)
+		d.refs = append(d.refs, reference{path: p, line: line(rn), uid: uid, kind: refAdditional})
+	}
+	return s
+}
+
+// readScript reads a script file, reporting why it cannot be used.
+func (d *decoder) readScript(file, path string, ln int) []byte {
+	p := file
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(d.dir, p)
+	}
+	cause := func(err error) error {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
+		return err
+	}
+	if strings.ContainsRune(file, 0) {
+		d.addf(path, ln, "invalid file name")
+		return nil
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		d.addf(path, ln, "open %s: %v", file, cause(err))
+		return nil
+	}
+	if !st.Mode().IsRegular() {
+		d.addf(path, ln, "%s is not a regular file", file)
+		return nil
+	}
+	if st.Size() > MaxScriptSize {
+		d.addf(path, ln, "%s is larger than %d bytes", file, MaxScriptSize)
+		return nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		d.addf(path, ln, "open %s: %v", file, cause(err))
+		return nil
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxScriptSize+1))
+	switch {
+	case err != nil:
+		d.addf(path, ln, "read %s: %v", file, cause(err))
+		return nil
+	case len(data) > MaxScriptSize:
+		d.addf(path, ln, "%s is larger than %d bytes", file, MaxScriptSize)
+		return nil
+	}
+	return data
+}
+
+func (d *decoder) rotation(n *yaml.Node, path string) *Rotation {
+	m := d.object(n, path, rotationKeys, false)
+	if m == nil {
+		return &Rotation{}
+	}
+	r := &Rotation{
+		Type:          d.str(m["type"], join(path, "type")),
+		Resource:      d.str(m["resource"], join(path, "resource")),
+		Configuration: d.str(m["configuration"], join(path, "configuration")),
+		Schedule:      d.str(m["schedule"], join(path, "schedule")),
+		Timezone:      d.str(m["timezone"], join(path, "timezone")),
+	}
+	switch {
+	case r.Type == "":
+		d.addf(join(path, "type"), line(or(m["type"], n)), "required: general, iam_user or scripts_only")
+	case !slices.Contains(rotationTypes, r.Type):
+		d.addf(join(path, "type"), line(m["type"]), "unknown rotation type %q: want general, iam_user or scripts_only", r.Type)
+	}
+	if r.Resource != "" {
+		d.refs = append(d.refs, reference{path: join(path, "resource"), line: line(m["resource"]), uid: r.Resource, kind: refResource})
+	} else if r.Type == RotationGeneral {
+		d.addf(join(path, "resource"), line(or(m["resource"], n)), "required for a general rotation: the pamMachine, pamDatabase or pamDirectory where the password is rotated")
+	}
+	if r.Configuration != "" {
+		d.refs = append(d.refs, reference{path: join(path, "configuration"), line: line(m["configuration"]), uid: r.Configuration, kind: refConfiguration})
+	} else {
+		d.defaults = append(d.defaults, configDefault{path: join(path, "configuration"), line: line(n), rotation: r})
+	}
+	loc, err := loadLocation(r.Timezone)
+	if err != nil {
+		d.addf(join(path, "timezone"), line(m["timezone"]), "%s", strings.TrimPrefix(err.Error(), ErrInvalidSchedule.Error()+": "))
+		loc = time.UTC
+	}
+	if _, err := parseSpec(r.Schedule, loc, r.Timezone != ""); err != nil {
+		d.addf(join(path, "schedule"), line(m["schedule"]), "%s", strings.TrimPrefix(err.Error(), ErrInvalidSchedule.Error()+": "))
+	}
+	if cn, ok := m["complexity"]; ok && !isNull(cn) {
+		r.Complexity = d.complexity(cn, join(path, "complexity"))
+	}
+	r.Complexity = r.Complexity.WithDefaults()
+	return r
+}
+
+func (d *decoder) complexity(n *yaml.Node, path string) password.Rules {
+	m := d.object(n, path, complexityKeys, false)
+	if m == nil {
+		return password.Rules{}
+	}
+	rules := password.Rules{
+		Length:       d.integer(m["length"], join(path, "length")),
+		Upper:        d.integer(m["upper"], join(path, "upper")),
+		Lower:        d.integer(m["lower"], join(path, "lower")),
+		Digits:       d.integer(m["digits"], join(path, "digits")),
+		Special:      d.integer(m["special"], join(path, "special")),
+		SpecialChars: d.str(m["special_chars"], join(path, "special_chars")),
+	}
+	err := rules.Validate()
+	if err == nil {
+		return rules
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		var re *password.RuleError
+		if errors.As(e, &re) {
+			d.addf(join(path, re.Rule), line(or(m[re.Rule], n)), "%s", re.Reason)
+		} else {
+			d.addf(path, line(n), "%v", e)
+		}
+	}
+	return rules
+}
+
+// checkReferences reports duplicate uids and references to missing or
+// wrongly typed records, and fills in omitted rotation configurations.
+func (d *decoder) checkReferences(inv *Inventory) {
+	byUID := make(map[string]int)
+	var configs []string
+	for i, r := range inv.Records {
+		if r.UID == "" {
+			continue
+		}
+		if first, dup := byUID[r.UID]; dup {
+			d.addf(join(index("records", i), "uid"), d.uidLines[i], "duplicate uid %q (first at records[%d])", r.UID, first)
+			continue
+		}
+		byUID[r.UID] = i
+		if r.Type == TypeConfiguration {
+			configs = append(configs, r.UID)
+		}
+	}
+	for _, ref := range d.refs {
+		i, ok := byUID[ref.uid]
+		if !ok {
+			d.addf(ref.path, ref.line, "no record %q", ref.uid)
+			continue
+		}
+		t := inv.Records[i].Type
+		switch ref.kind {
+		case refAdmin:
+			if slices.Contains(pamTypes, t) && t != TypeUser {
+				d.addf(ref.path, ref.line, "record %q is a %s, not a credential record (pamUser, login, ...)", ref.uid, t)
+			}
+		case refResource:
+			switch {
+			case t == TypeConfiguration:
+				d.addf(ref.path, ref.line, "record %q is a %s: want a pamMachine, pamDatabase or pamDirectory (name a configuration in configuration)", ref.uid, t)
+			case !slices.Contains(resourceTypes, t):
+				d.addf(ref.path, ref.line, "record %q is a %s: want a pamMachine, pamDatabase or pamDirectory", ref.uid, t)
+			}
+		case refConfiguration:
+			if t != TypeConfiguration {
+				d.addf(ref.path, ref.line, "record %q is a %s: want a pamConfiguration", ref.uid, t)
+			}
+		case refAdditional:
+			// Any record may be given to a script as an additional credential.
+		}
+	}
+	for _, def := range d.defaults {
+		switch len(configs) {
+		case 1:
+			def.rotation.Configuration = configs[0]
+		case 0:
+			d.addf(def.path, def.line, "required: the inventory has no pamConfiguration")
+		default:
+			d.addf(def.path, def.line, "required: the inventory has %d pamConfiguration records (%s)", len(configs), strings.Join(configs, ", "))
+		}
+	}
+}
+
+// checkUID returns why uid is not usable, or "".
+func checkUID(uid string) string {
+	switch {
+	case uid == "":
+		return "required"
+	case len(uid) > MaxUIDLength:
+		return fmt.Sprintf("longer than %d bytes", MaxUIDLength)
+	case !utf8.ValidString(uid):
+		return "not valid UTF-8"
+	case strings.ContainsFunc(uid, unicode.IsSpace) || strings.ContainsFunc(uid, unicode.IsControl):
+		return fmt.Sprintf("uid %q contains whitespace or control characters", uid)
+	case strings.ContainsAny(uid, ".*>/"):
+		return fmt.Sprintf("uid %q contains one of . * > / (not allowed in a uid)", uid)
+	}
+	return ""
+}
+
+// checkHostID returns why a gateway or worker host id is not usable, or "".
+func checkHostID(id string) string {
+	switch {
+	case id == "":
+		return "must not be empty"
+	case len(id) > MaxHostIDLength:
+		return fmt.Sprintf("host id longer than %d bytes", MaxHostIDLength)
+	case !utf8.ValidString(id):
+		return "host id is not valid UTF-8"
+	case strings.ContainsFunc(id, unicode.IsSpace) || strings.ContainsFunc(id, unicode.IsControl):
+		return fmt.Sprintf("host id %q contains whitespace or control characters", id)
+	}
+	return ""
+}

@@ -1,0 +1,304 @@
+package oneshot
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/postrotate/postrotate/coordinator/dispatch"
+	"github.com/postrotate/postrotate/coordinator/inventory"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const marker = "Marker-Passw0rd-7f3e9c"
+
+// fixture writes an inventory and its scripts into a temp dir and loads it.
+type fixture struct {
+	dir     string
+	scripts map[string]string // file name → content
+	yaml    string
+}
+
+func (f fixture) load(t *testing.T) *inventory.Inventory {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range f.scripts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "inventory.yaml")
+	if err := os.WriteFile(path, []byte(f.yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := inventory.Load(path)
+	if err != nil {
+		t.Fatalf("load inventory: %v", err)
+	}
+	return inv
+}
+
+// inventoryYAML returns an inventory whose user, machine and configuration
+// carry the given script attachments (YAML flow mappings).
+func inventoryYAML(user, machine, config []string) string {
+	list := func(items []string) string {
+		if len(items) == 0 {
+			return "[]"
+		}
+		return "\n" + "      - " + strings.Join(items, "\n      - ")
+	}
+	return fmt.Sprintf(`version: 1
+records:
+  - uid: cfg
+    type: pamConfiguration
+    title: Config
+    gateway: gateway-1
+    scripts: %s
+  - uid: web-01
+    type: pamMachine
+    title: web-01
+    worker: web-01
+    fields:
+      - {type: pamHostname, value: {hostName: web-01.internal, port: "22"}}
+    scripts: %s
+  - uid: token
+    type: login
+    title: Record with Access Token
+    fields:
+      - {type: password, value: tok-3c1d}
+  - uid: svc
+    type: pamUser
+    title: svc
+    fields:
+      - {type: login, value: svc@example.com}
+      - {type: password, value: %s}
+    rotation:
+      type: scripts_only
+      resource: web-01
+      configuration: cfg
+    scripts: %s
+`, list(config), list(machine), marker, list(user))
+}
+
+func rotate(t *testing.T, inv *inventory.Inventory) dispatch.Outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	out, err := Rotate(ctx, inv, "svc", Options{})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	return out
+}
+
+// The three ways Keeper scripts read stdin all decode the same payload,
+// through the real executor and the real JetStream path.
+func TestKeeperStdinReaders(t *testing.T) {
+	t.Parallel()
+	inv := fixture{
+		scripts: map[string]string{
+			"reader.py": "import sys, base64\nfor line in sys.stdin:\n    sys.stdout.write(base64.b64decode(line).decode())\n    break\n",
+			"read.sh":   "#!/bin/bash\nIFS= read -r line\nprintf '%s' \"$line\" | base64 -d\n",
+			"cat.sh":    "cat | base64 --decode\n",
+		},
+		yaml: inventoryYAML([]string{
+			"{file: reader.py, command: python3, records: [token]}",
+			"{file: read.sh, records: [token]}",
+			"{file: cat.sh, records: [token]}",
+		}, nil, nil),
+	}.load(t)
+	out := rotate(t, inv)
+	if out.Failed != 0 || len(out.Results) != 3 {
+		t.Fatalf("outcome: %+v", out)
+	}
+	first := out.Results[0].Stdout
+	for _, r := range out.Results {
+		if r.Stdout != first {
+			t.Errorf("%s decoded %q, python decoded %q", r.Name, r.Stdout, first)
+		}
+	}
+	var params map[string]string
+	if err := json.Unmarshal([]byte(first), &params); err != nil {
+		t.Fatalf("decoded payload is not the JSON object: %v\n%s", err, first)
+	}
+	if params["userRecordUid"] != "svc" || params["resourceRecordUid"] != "web-01" || params["providerRecordUid"] != "cfg" ||
+		params["user"] != "svc@example.com" || params["oldPassword"] != "********" || params["newPassword"] != "********" {
+		t.Fatalf("params = %v", params)
+	}
+	// records carries every record's secrets: a script echoing it must not leak them.
+	if params["records"] != "********" {
+		t.Fatalf("records not masked: %q", params["records"])
+	}
+}
+
+// The records array holds the configuration, the resource, the script's
+// additional records and the user, in that order, as Keeper's dictionaries.
+func TestRecordsArray(t *testing.T) {
+	t.Parallel()
+	inv := fixture{
+		scripts: map[string]string{
+			"titles.py": "import sys, base64, json\nfor line in sys.stdin:\n    params = json.loads(base64.b64decode(line).decode())\n" +
+				"    records = json.loads(base64.b64decode(params['records']).decode())\n    break\n" +
+				"print(','.join(r['title'] for r in records))\nprint(json.dumps(records[1]['pamHostname'], sort_keys=True))\n",
+		},
+		yaml: inventoryYAML([]string{"{file: titles.py, command: /usr/bin/python3, records: [token]}"}, nil, nil),
+	}.load(t)
+	out := rotate(t, inv)
+	if out.Failed != 0 {
+		t.Fatalf("outcome: %+v", out.Results)
+	}
+	want := "Config,web-01,Record with Access Token,svc\n" + `{"hostName": "web-01.internal", "port": "22"}` + "\n"
+	if got := out.Results[0].Stdout; got != want {
+		t.Fatalf("stdout = %q, want %q", got, want)
+	}
+}
+
+// Scripts run user → resource → configuration, in attachment order within a
+// record, and a failing script does not stop the ones after it.
+func TestOrderAndFailureContinues(t *testing.T) {
+	t.Parallel()
+	logFile := filepath.Join(t.TempDir(), "order.log")
+	script := func(name string, exit int) string {
+		return fmt.Sprintf("echo %s >> %s\necho host=$POSTROTATE_STEP\nexit %d\n", name, logFile, exit)
+	}
+	f := fixture{scripts: map[string]string{}}
+	att := func(name string, exit int) string {
+		f.scripts[name+".sh"] = script(name, exit)
+		return fmt.Sprintf("{file: %s.sh}", name)
+	}
+	f.yaml = inventoryYAML(
+		[]string{att("user1", 0), att("user2", 3)},
+		[]string{att("machine1", 0), att("machine2", 0)},
+		[]string{att("config1", 0), att("config2", 0)},
+	)
+	out := rotate(t, f.load(t))
+	log, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Fields(string(log)), []string{"user1", "user2", "machine1", "machine2", "config1", "config2"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("order = %v, want %v", got, want)
+	}
+	if out.Succeeded != 5 || out.Failed != 1 || len(out.Results) != 6 {
+		t.Fatalf("outcome = %+v", out)
+	}
+	wantHosts := []string{"gateway-1", "gateway-1", "web-01", "web-01", "gateway-1", "gateway-1"}
+	for i, r := range out.Results {
+		if r.Step != i+1 || r.Host != wantHosts[i] {
+			t.Errorf("result %d: step %d host %s, want step %d host %s", i, r.Step, r.Host, i+1, wantHosts[i])
+		}
+	}
+	if r := out.Results[1]; r.Success || r.ExitCode != 3 || r.UID != "svc" {
+		t.Fatalf("failing script result = %+v", r)
+	}
+}
+
+// A script that hangs past its timeout is killed with its children, and
+// what it printed first is kept; a script printing 50 MB is capped; the
+// rotation completes.
+func TestTimeoutAndHugeOutput(t *testing.T) {
+	t.Parallel()
+	f := fixture{
+		scripts: map[string]string{
+			"hang.sh":  "sleep 300 &\necho child=$!\necho before\nsleep 300\n",
+			"flood.sh": "head -c 52428800 /dev/zero | tr '\\0' 'x'\necho\necho the-end\n",
+			"after.sh": "echo still running\n",
+		},
+		yaml: inventoryYAML([]string{"{file: hang.sh, timeout: 1s}", "{file: flood.sh}", "{file: after.sh}"}, nil, nil),
+	}
+	out := rotate(t, f.load(t))
+	if len(out.Results) != 3 {
+		t.Fatalf("outcome = %+v", out)
+	}
+	hang := out.Results[0]
+	if hang.Success || !strings.Contains(hang.Error, "timed out") || !strings.Contains(hang.Stdout, "before") {
+		t.Fatalf("hung script result = %+v", hang)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(strings.TrimPrefix(hang.Stdout, "child="), "\n", 2)[0]))
+	if err != nil {
+		t.Fatalf("child pid in %q: %v", hang.Stdout, err)
+	}
+	waitGone(t, pid)
+	flood := out.Results[1]
+	if !flood.Success || !flood.StdoutTruncated || len(flood.Stdout) > 1<<20+200 || !strings.HasSuffix(flood.Stdout, "the-end\n") ||
+		!strings.HasPrefix(flood.Stdout, "xxxx") {
+		t.Fatalf("flood result: success %v truncated %v len %d", flood.Success, flood.StdoutTruncated, len(flood.Stdout))
+	}
+	if !out.Results[2].Success {
+		t.Fatalf("script after the flood = %+v", out.Results[2])
+	}
+}
+
+// The marker password never reaches a result: not as itself, not base64.
+func TestSecretsMaskedInResults(t *testing.T) {
+	t.Parallel()
+	f := fixture{
+		scripts: map[string]string{
+			"leak.sh": "IFS= read -r line\necho \"$line\"\njson=$(printf '%s' \"$line\" | base64 -d)\necho \"$json\"\necho \"$json\" >&2\n" +
+				"printf '%s' \"" + marker + "\" | base64\n",
+		},
+		yaml: inventoryYAML([]string{"{file: leak.sh, records: [token]}"}, nil, nil),
+	}
+	out := rotate(t, f.load(t))
+	data, _ := json.Marshal(out.Results)
+	for _, leak := range []string{marker, base64.StdEncoding.EncodeToString([]byte(marker)), "tok-3c1d"} {
+		if strings.Contains(string(data), leak) {
+			t.Fatalf("result leaks %q:\n%s", leak, data)
+		}
+	}
+	if !strings.Contains(out.Results[0].Stdout, "********") {
+		t.Fatalf("nothing masked: %q", out.Results[0].Stdout)
+	}
+}
+
+// waitGone fails unless process pid ends (or is a zombie: its new parent,
+// pid 1 of a container, may never reap it) within 5s.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if i := bytes.LastIndexByte(stat, ')'); err == nil && i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
+			return
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d of the hung script still runs", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRefusesGeneralRotationWithoutRotator(t *testing.T) {
+	t.Parallel()
+	y := strings.Replace(inventoryYAML(nil, nil, nil), "type: scripts_only", "type: general", 1)
+	inv := fixture{yaml: y}.load(t)
+	_, err := Rotate(t.Context(), inv, "svc", Options{})
+	var ie *InputError
+	if !errors.As(err, &ie) || !errors.Is(err, ErrNotSupported) {
+		t.Fatalf("err = %v, want an InputError wrapping ErrNotSupported", err)
+	}
+	if _, err := Rotate(t.Context(), inv, "nobody", Options{}); !errors.As(err, &ie) {
+		t.Fatalf("unknown user: err = %v, want InputError", err)
+	}
+}

@@ -1,0 +1,140 @@
+package executor
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Executor runs one script to completion. A non-zero exit is a Result, not an error.
+type Executor interface {
+	Run(ctx context.Context, job Job) (Result, error)
+}
+
+// DefaultTimeout is how long a script may run when its Timeout is zero.
+const DefaultTimeout = 5 * time.Minute
+
+// DefaultOutputLimit is how many bytes of each output stream are kept when a
+// Job's OutputLimit is zero.
+const DefaultOutputLimit = 1 << 20 // per stream
+
+// Script is the script to run and how to run it.
+type Script struct {
+	// Name is the script's file name, e.g. "notify.sh". Only its base name is
+	// used; its extension drives the interpreter rules of [Argv].
+	Name string
+	// Content is the script's text.
+	Content []byte
+	// Command is the interpreter prefix, e.g. "python3" or
+	// "/usr/bin/env python3 -u", split on whitespace. Empty means the rules
+	// of [Argv].
+	Command string
+	// Timeout bounds the script's run. Defaults to [DefaultTimeout].
+	Timeout time.Duration
+}
+
+// Job is one run of a script.
+type Job struct {
+	RotationID string
+	Step       int
+	Attempt    int
+	Script     Script
+	// Stdin is exactly the bytes the script reads on stdin: the payload line
+	// including its "\n". EOF follows.
+	Stdin []byte
+	// Secrets are raw secret values. They, their [payload.SecretVariants],
+	// and the Stdin line itself are masked in everything a Result carries.
+	Secrets []string
+	// OutputLimit is how many bytes of each stream are kept. Defaults to
+	// [DefaultOutputLimit].
+	OutputLimit int
+}
+
+// EffectiveTimeout is the job's script timeout with the default applied.
+func (j Job) EffectiveTimeout() time.Duration {
+	if j.Script.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return j.Script.Timeout
+}
+
+// EffectiveOutputLimit is the job's per-stream output limit with the default
+// applied.
+func (j Job) EffectiveOutputLimit() int {
+	if j.OutputLimit <= 0 {
+		return DefaultOutputLimit
+	}
+	return j.OutputLimit
+}
+
+// Masker returns the masker for everything the job's Result carries: the
+// Secrets, their variants, and the Stdin line (without its line ending).
+func (j Job) Masker() *Masker {
+	secrets := append([]string(nil), j.Secrets...)
+	line := strings.TrimSuffix(strings.TrimSuffix(string(j.Stdin), "\n"), "\r")
+	if line != "" {
+		secrets = append(secrets, line)
+	}
+	return NewMasker(secrets...)
+}
+
+// Env returns the POSTROTATE_ROTATION_ID, POSTROTATE_STEP and
+// POSTROTATE_ATTEMPT variables, as KEY=VALUE, that every script sees.
+func (j Job) Env() []string {
+	return []string{
+		"POSTROTATE_ROTATION_ID=" + j.RotationID,
+		"POSTROTATE_STEP=" + strconv.Itoa(j.Step),
+		"POSTROTATE_ATTEMPT=" + strconv.Itoa(j.Attempt),
+	}
+}
+
+// Result is what one run of a script produced.
+type Result struct {
+	// Command is what was run: interpreter and script path. It never holds
+	// the payload.
+	Command string
+	// System is "Linux", "Windows" or "Darwin" (see [System]).
+	System string
+	// ExitCode is the script's exit status; -1 when the process did not exit
+	// by itself (killed, not started).
+	ExitCode int
+	// Stdout and Stderr are masked and capped to the job's OutputLimit.
+	Stdout, Stderr string
+	// StdoutTruncated and StderrTruncated tell that the middle of a stream
+	// was dropped.
+	StdoutTruncated bool
+	StderrTruncated bool
+	StartedAt       time.Time
+	FinishedAt      time.Time
+	// TimedOut tells that the script was killed at its timeout.
+	TimedOut bool
+	// Error says why the script did not complete normally, e.g.
+	// "timed out after 2s: process tree killed"; "" otherwise. Masked.
+	Error string
+}
+
+// Success reports whether the script completed normally with exit status 0.
+func (r Result) Success() bool { return r.Error == "" && r.ExitCode == 0 }
+
+// System returns the Result.System name of a GOOS value: "Linux", "Windows",
+// "Darwin"; other systems get their GOOS with an upper-case first letter.
+func System(goos string) string {
+	switch goos {
+	case "linux", "android":
+		return "Linux"
+	case "windows":
+		return "Windows"
+	case "darwin", "ios":
+		return "Darwin"
+	case "freebsd":
+		return "FreeBSD"
+	case "openbsd":
+		return "OpenBSD"
+	case "netbsd":
+		return "NetBSD"
+	case "":
+		return ""
+	}
+	return strings.ToUpper(goos[:1]) + goos[1:]
+}

@@ -1,0 +1,11 @@
+module github.com/postrotate/postrotate/executor
+
+go 1.26.0
+
+require (
+	github.com/postrotate/postrotate/payload v0.0.0
+	go.uber.org/goleak v1.3.0
+	golang.org/x/sys v0.49.0
+)
+
+replace github.com/postrotate/postrotate/payload => ../payload

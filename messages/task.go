@@ -1,0 +1,103 @@
+package messages
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Runners name how a task's script is run.
+const (
+	RunnerLocal = "local" // the worker runs the script as a local process
+	RunnerSSH   = "ssh"   // the worker (a gateway) runs it on Target over SSH
+	RunnerWinRM = "winrm" // the worker (a gateway) runs it on Target over WinRM
+	RunnerHTTP  = "http"  // a declarative HTTP request, no process
+)
+
+// Task asks the worker of Host to run one post-rotation script.
+type Task struct {
+	SchemaVersion int       `json:"schema_version"`
+	ID            string    `json:"id"` // unique per task, also the JetStream dedup id
+	RotationID    string    `json:"rotation_id"`
+	Step          int       `json:"step"` // 1-based position in the rotation
+	Host          string    `json:"host"` // host id of the worker that must run it
+	Runner        string    `json:"runner"`
+	Target        string    `json:"target,omitempty"` // machine record uid for ssh/winrm
+	RecordUID     string    `json:"uid"`              // record the script is attached to
+	Script        Script    `json:"script"`
+	CreatedAt     time.Time `json:"created_at"`
+	// ExpiresAt is the time after which the task must not start: a worker
+	// that receives it later refuses it instead of running a stale script.
+	ExpiresAt time.Time `json:"expires_at"`
+	// Secret holds what only the script may see: its stdin and the values to
+	// mask. It is the part that gets sealed to the worker's key.
+	Secret *TaskSecret `json:"secret,omitempty"`
+}
+
+// Script is the attachment to run.
+type Script struct {
+	Name      string `json:"name"`
+	Title     string `json:"title"`
+	Command   string `json:"command,omitempty"` // interpreter prefix
+	Content   []byte `json:"content"`
+	TimeoutMS int64  `json:"timeout_ms"`
+}
+
+// Timeout returns the script timeout as a duration.
+func (s Script) Timeout() time.Duration { return time.Duration(s.TimeoutMS) * time.Millisecond }
+
+// TaskSecret is the secret part of a task.
+type TaskSecret struct {
+	Stdin []byte   `json:"stdin"` // the exact stdin bytes: one base64 line and "\n"
+	Mask  []string `json:"mask"`  // raw secret values to mask in the output
+}
+
+// ErrInvalidTask is wrapped by every task validation error.
+var ErrInvalidTask = errors.New("invalid task")
+
+// Validate checks that the task is complete and well-formed. Its errors name
+// the offending field, never a secret.
+func (t Task) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidTask, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case checkVersion(t.SchemaVersion) != nil:
+		return fmt.Errorf("%w: %w", ErrInvalidTask, checkVersion(t.SchemaVersion))
+	case t.ID == "":
+		return bad("id is empty")
+	case !ValidToken(t.RotationID):
+		return bad("rotation_id %q is not a valid subject token", t.RotationID)
+	case t.Step < 1:
+		return bad("step %d is not positive", t.Step)
+	case t.Host == "":
+		return bad("host is empty")
+	case t.Runner == "":
+		return bad("runner is empty")
+	case t.Script.Name == "":
+		return bad("script.name is empty")
+	case t.Script.TimeoutMS <= 0:
+		return bad("script.timeout_ms %d is not positive", t.Script.TimeoutMS)
+	case t.Secret == nil || len(t.Secret.Stdin) == 0:
+		return bad("secret.stdin is missing")
+	case t.ExpiresAt.IsZero():
+		return bad("expires_at is missing")
+	}
+	return nil
+}
+
+// Expired reports whether the task may no longer start at now.
+func (t Task) Expired(now time.Time) bool { return !now.Before(t.ExpiresAt) }
+
+// DecodeTask parses and validates a task.
+func DecodeTask(data []byte) (Task, error) {
+	var t Task
+	if err := json.Unmarshal(data, &t); err != nil {
+		return Task{}, fmt.Errorf("%w: decode: %w", ErrInvalidTask, err)
+	}
+	if err := t.Validate(); err != nil {
+		return Task{}, err
+	}
+	return t, nil
+}

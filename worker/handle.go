@@ -1,0 +1,220 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/postrotate/postrotate/executor"
+	"github.com/postrotate/postrotate/messages"
+)
+
+// message is the slice of jetstream.Msg the worker uses, so tests can hand
+// it a recorder.
+type message interface {
+	Data() []byte
+	Metadata() (*jetstream.MsgMetadata, error)
+	InProgress() error
+	DoubleAck(ctx context.Context) error
+	TermWithReason(reason string) error
+}
+
+// disposition is what happens to a task message once it is handled.
+type disposition int
+
+const (
+	ack   disposition = iota // handled, its result is published
+	term                     // never deliver again: it is not a task
+	leave                    // result not published: let it be redelivered
+)
+
+// handle processes one task message from start to end.
+func (w *Worker) handle(ctx context.Context, msg message) {
+	attempt := 1
+	if md, err := msg.Metadata(); err == nil {
+		attempt = int(md.NumDelivered)
+	}
+	task, err := messages.DecodeTask(msg.Data())
+	if err != nil {
+		w.finish(ctx, msg, w.undecodable(ctx, msg.Data(), attempt, err))
+		return
+	}
+	log := w.log.With().Str("rotation_id", task.RotationID).Int("step", task.Step).Int("attempt", attempt).Logger()
+	log.Debug().Str("uid", task.RecordUID).Str("script", task.Script.Name).Msg("task received")
+
+	if reason := w.refusal(task, attempt); reason != "" {
+		log.Warn().Str("reason", reason).Msg("task refused")
+		w.finish(ctx, msg, w.publish(ctx, log, task, w.notRun(task, attempt, "refused: "+reason)))
+		return
+	}
+	res := w.run(ctx, log, msg, task, attempt)
+	w.finish(ctx, msg, w.publish(ctx, log, task, res))
+}
+
+// finish applies the disposition to the message: the one place that
+// decides between ack and term.
+func (w *Worker) finish(ctx context.Context, msg message, d disposition) {
+	// A hard stop must not keep a finished script's outcome from the broker.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var err error
+	switch d {
+	case ack:
+		err = msg.DoubleAck(ctx)
+	case term:
+		err = msg.TermWithReason("postrotate: not a valid task")
+	case leave:
+		return
+	}
+	if err != nil {
+		w.log.Error().Err(err).Msg("acknowledge task")
+	}
+}
+
+// refusal returns why the task must not run here, or "".
+func (w *Worker) refusal(task messages.Task, attempt int) string {
+	switch {
+	case task.Host != w.opts.Host:
+		return fmt.Sprintf("task is for host %q, this worker serves %q", task.Host, w.opts.Host)
+	case task.Expired(w.opts.Now()):
+		return fmt.Sprintf("task expired at %s before a worker could start it", task.ExpiresAt.UTC().Format(time.RFC3339))
+	case w.opts.Executors[task.Runner] == nil:
+		return fmt.Sprintf("this worker has no %q runner", task.Runner)
+	case attempt > 1:
+		return fmt.Sprintf("in doubt: delivered again (attempt %d) after a delivery that may have started the script; not run twice", attempt)
+	}
+	return ""
+}
+
+// run executes the task's script while keeping the message in progress.
+func (w *Worker) run(ctx context.Context, log zerolog.Logger, msg message, task messages.Task, attempt int) messages.RotationResult {
+	tick := time.NewTicker(w.opts.InProgressEvery)
+	defer tick.Stop()
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if err := msg.InProgress(); err != nil {
+					log.Warn().Err(err).Msg("extend task ack deadline")
+				}
+			}
+		}
+	}()
+	job := executor.Job{
+		RotationID: task.RotationID,
+		Step:       task.Step,
+		Attempt:    attempt,
+		Script: executor.Script{
+			Name:    task.Script.Name,
+			Content: task.Script.Content,
+			Command: task.Script.Command,
+			Timeout: task.Script.Timeout(),
+		},
+		Stdin:   task.Secret.Stdin,
+		Secrets: task.Secret.Mask,
+	}
+	res, err := w.opts.Executors[task.Runner].Run(ctx, job)
+	close(done)
+
+	rr := w.base(task, attempt)
+	rr.Command = res.Command
+	rr.System = res.System
+	rr.ExitCode = res.ExitCode
+	rr.Stdout, rr.Stderr = res.Stdout, res.Stderr
+	rr.StdoutTruncated, rr.StderrTruncated = res.StdoutTruncated, res.StderrTruncated
+	rr.StartedAt, rr.FinishedAt = res.StartedAt, res.FinishedAt
+	if !res.StartedAt.IsZero() && !res.FinishedAt.IsZero() {
+		rr.DurationMS = res.FinishedAt.Sub(res.StartedAt).Milliseconds()
+	}
+	rr.Error = res.Error
+	if err != nil && rr.Error == "" {
+		rr.Error = executor.NewMasker(task.Secret.Mask...).Mask(err.Error())
+	}
+	rr.Success = err == nil && res.Success()
+	log.Info().Bool("success", rr.Success).Int("exit_code", rr.ExitCode).Int64("duration_ms", rr.DurationMS).
+		Bool("timed_out", res.TimedOut).Msg("script finished")
+	return rr
+}
+
+func (w *Worker) base(task messages.Task, attempt int) messages.RotationResult {
+	return messages.RotationResult{
+		UID:           task.RecordUID,
+		Title:         task.Script.Title,
+		Name:          task.Script.Name,
+		SchemaVersion: messages.SchemaVersion,
+		RotationID:    task.RotationID,
+		Step:          task.Step,
+		Host:          task.Host,
+		Worker:        w.opts.Name,
+		Attempt:       attempt,
+		ExitCode:      -1,
+	}
+}
+
+// notRun is the result of a task whose script was not started.
+func (w *Worker) notRun(task messages.Task, attempt int, reason string) messages.RotationResult {
+	rr := w.base(task, attempt)
+	now := w.opts.Now()
+	rr.StartedAt, rr.FinishedAt = now, now
+	rr.Error = reason
+	return rr
+}
+
+// undecodable reports a message that is not a valid task. When its rotation
+// and step can still be read, a failed result tells the coordinator, so the
+// rotation does not wait for a deadline.
+func (w *Worker) undecodable(ctx context.Context, data []byte, attempt int, cause error) disposition {
+	w.log.Error().Err(cause).Int("bytes", len(data)).Msg("invalid task terminated")
+	var head struct {
+		RotationID string `json:"rotation_id"`
+		Step       int    `json:"step"`
+		ID         string `json:"id"`
+	}
+	if json.Unmarshal(data, &head) == nil && messages.ValidToken(head.RotationID) && head.Step > 0 {
+		task := messages.Task{RotationID: head.RotationID, Step: head.Step, Host: w.opts.Host, ID: head.ID}
+		rr := w.notRun(task, attempt, "refused: "+cause.Error())
+		w.publish(ctx, w.log, task, rr)
+	}
+	return term
+}
+
+// publish sends the result, retrying until PublishTimeout. The result's
+// message id makes a retried publish a no-op on the stream.
+func (w *Worker) publish(ctx context.Context, log zerolog.Logger, task messages.Task, rr messages.RotationResult) disposition {
+	data, err := json.Marshal(rr)
+	if err != nil {
+		log.Error().Err(err).Msg("encode result")
+		return leave
+	}
+	subject := w.opts.Subjects.Result(task.RotationID, task.Step)
+	// After a hard stop the script is over: still try to report it, briefly.
+	timeout := w.opts.PublishTimeout
+	if ctx.Err() != nil {
+		timeout = min(timeout, 5*time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	backoff := time.Duration(0)
+	for {
+		_, err := w.js.Publish(ctx, subject, data, jetstream.WithMsgID(messages.ResultMsgID(task.RotationID, task.Step)))
+		if err == nil {
+			return ack
+		}
+		backoff = nextBackoff(backoff)
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("publish result")
+		select {
+		case <-ctx.Done():
+			log.Error().Err(errors.Join(err, ctx.Err())).Msg("result not published; the task stays unacknowledged")
+			return leave
+		case <-time.After(backoff):
+		}
+	}
+}

@@ -1,0 +1,178 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/postrotate/postrotate/executor"
+	"github.com/postrotate/postrotate/executor/local"
+	"github.com/postrotate/postrotate/messages"
+)
+
+// Options configure a Worker. A zero field means its default.
+type Options struct {
+	// Host is the host id whose tasks this worker runs. Required.
+	Host string
+	// Name identifies this worker instance in results. Defaults to
+	// "<hostname>-<pid>".
+	Name string
+	// Subjects names subjects, streams and consumers. Defaults to the
+	// "postrotate" prefix.
+	Subjects messages.Subjects
+	// Executors run scripts, keyed by runner (messages.RunnerLocal, ...).
+	// Defaults to a local executor for RunnerLocal.
+	Executors map[string]executor.Executor
+	// Logger receives the worker's logs. Defaults to a disabled logger.
+	Logger *zerolog.Logger
+	// FetchWait bounds one pull request; it is also how long a graceful
+	// Stop may wait for an idle worker. Defaults to 5s.
+	FetchWait time.Duration
+	// InProgressEvery is how often a running task's ack deadline is
+	// extended. Defaults to a third of the consumer's AckWait.
+	InProgressEvery time.Duration
+	// PublishTimeout bounds the retries of publishing one result.
+	// Defaults to 1m.
+	PublishTimeout time.Duration
+	// Now returns the current time. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Worker runs the tasks of one host.
+type Worker struct {
+	js   jetstream.JetStream
+	opts Options
+	log  zerolog.Logger
+
+	mu       sync.Mutex
+	started  bool
+	stopping chan struct{} // closed by Stop: fetch no more
+	done     chan struct{} // closed when the loop has ended
+	hardStop context.CancelFunc
+}
+
+// ErrNoHost is returned by New when Options.Host is empty.
+var ErrNoHost = errors.New("worker: host is required")
+
+// New returns a worker for opts.Host using js.
+func New(js jetstream.JetStream, opts Options) (*Worker, error) {
+	if opts.Host == "" {
+		return nil, ErrNoHost
+	}
+	if opts.Name == "" {
+		hn, _ := os.Hostname()
+		opts.Name = fmt.Sprintf("%s-%d", cmp.Or(hn, "worker"), os.Getpid())
+	}
+	if opts.Executors == nil {
+		opts.Executors = map[string]executor.Executor{messages.RunnerLocal: local.New(local.Options{})}
+	}
+	opts.FetchWait = cmp.Or(opts.FetchWait, 5*time.Second)
+	opts.PublishTimeout = cmp.Or(opts.PublishTimeout, time.Minute)
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := zerolog.Nop()
+	if opts.Logger != nil {
+		log = *opts.Logger
+	}
+	log = log.With().Str("component", "worker").Str("host", opts.Host).Str("worker", opts.Name).Logger()
+	return &Worker{js: js, opts: opts, log: log}, nil
+}
+
+// Start binds to the host's consumer and starts pulling tasks. It returns at
+// once; the consumer must exist (the coordinator creates it).
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		return errors.New("worker: already started")
+	}
+	cons, err := w.js.Consumer(ctx, w.opts.Subjects.TasksStream(), w.opts.Subjects.Consumer(w.opts.Host))
+	if err != nil {
+		return fmt.Errorf("bind consumer of host %q: %w", w.opts.Host, err)
+	}
+	if w.opts.InProgressEvery == 0 {
+		w.opts.InProgressEvery = cmp.Or(cons.CachedInfo().Config.AckWait/3, 10*time.Second)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w.started = true
+	w.stopping = make(chan struct{})
+	w.done = make(chan struct{})
+	w.hardStop = cancel
+	go w.loop(runCtx, cons)
+	w.log.Info().Msg("worker started")
+	return nil
+}
+
+// Stop stops pulling tasks and waits for the running script to finish and
+// be reported. When ctx ends first, the pull and the running script are
+// cancelled (the script's process tree is killed) and Stop returns
+// ctx.Err(). Stop is safe to call twice, and before Start.
+func (w *Worker) Stop(ctx context.Context) error {
+	w.mu.Lock()
+	if !w.started {
+		w.mu.Unlock()
+		return nil
+	}
+	select {
+	case <-w.stopping:
+	default:
+		close(w.stopping)
+	}
+	done, hardStop := w.done, w.hardStop
+	w.mu.Unlock()
+
+	select {
+	case <-done:
+		hardStop()
+		return nil
+	case <-ctx.Done():
+		hardStop()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
+	defer close(w.done)
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-w.stopping:
+			w.log.Info().Msg("worker stopped")
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		fetchCtx, cancel := context.WithTimeout(ctx, w.opts.FetchWait)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fetchCtx))
+		if err != nil {
+			cancel()
+			backoff = nextBackoff(backoff)
+			w.log.Warn().Err(err).Dur("retry_in", backoff).Msg("pull tasks")
+			continue
+		}
+		for msg := range batch.Messages() {
+			w.handle(ctx, msg)
+		}
+		cancel()
+		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			backoff = nextBackoff(backoff)
+			w.log.Warn().Err(err).Dur("retry_in", backoff).Msg("pull tasks")
+			continue
+		}
+		backoff = 0
+	}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	return min(max(2*d, 100*time.Millisecond), 5*time.Second)
+}

@@ -1,0 +1,401 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/postrotate/postrotate/executor"
+	"github.com/postrotate/postrotate/messages"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fakeExecutor records the jobs it runs; run decides each job's result.
+type fakeExecutor struct {
+	mu   sync.Mutex
+	jobs []executor.Job
+	run  func(ctx context.Context, job executor.Job) (executor.Result, error)
+}
+
+func (f *fakeExecutor) Run(ctx context.Context, job executor.Job) (executor.Result, error) {
+	f.mu.Lock()
+	f.jobs = append(f.jobs, job)
+	f.mu.Unlock()
+	if f.run != nil {
+		return f.run(ctx, job)
+	}
+	now := time.Now()
+	return executor.Result{Command: "/bin/sh " + job.Script.Name, System: messages.SystemLinux, Stdout: "ran " + job.Script.Name,
+		StartedAt: now, FinishedAt: now}, nil
+}
+
+func (f *fakeExecutor) Jobs() []executor.Job {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]executor.Job(nil), f.jobs...)
+}
+
+type bundle struct {
+	js       jetstream.JetStream
+	subj     messages.Subjects
+	exec     *fakeExecutor
+	results  chan messages.RotationResult
+	consumer jetstream.Consumer
+}
+
+const host = "gw.1 test"
+
+// setup starts a real in-process JetStream with the task and result streams
+// and host's consumer (AckWait ackWait), and returns a worker for host.
+func setup(t *testing.T, ackWait time.Duration, mod func(*Options)) (*Worker, *bundle) {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	nc, err := nats.Connect("", nats.InProcessServer(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	b := &bundle{js: js, exec: &fakeExecutor{}, results: make(chan messages.RotationResult, 100)}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.TasksStream(), Subjects: []string{b.subj.AllTasks()}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.ResultsStream(), Subjects: []string{b.subj.AllResults()}}); err != nil {
+		t.Fatal(err)
+	}
+	b.consumer, err = js.CreateConsumer(ctx, b.subj.TasksStream(), jetstream.ConsumerConfig{
+		Durable: b.subj.Consumer(host), FilterSubject: b.subj.Tasks(host), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: ackWait, MaxAckPending: 1, MaxDeliver: 5,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.Subscribe(b.subj.AllResults(), func(m *nats.Msg) {
+		rr, err := messages.DecodeResult(m.Data)
+		if err != nil {
+			t.Errorf("bad result: %v", err)
+			return
+		}
+		b.results <- rr
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+
+	opts := Options{Host: host, Name: "w1", Executors: map[string]executor.Executor{messages.RunnerLocal: b.exec}, FetchWait: 200 * time.Millisecond}
+	if mod != nil {
+		mod(&opts)
+	}
+	w, err := New(js, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, b
+}
+
+func start(t *testing.T, w *Worker) {
+	t.Helper()
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.Stop(ctx); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+}
+
+func task(step int) messages.Task {
+	now := time.Now()
+	return messages.Task{
+		SchemaVersion: messages.SchemaVersion, ID: "rot-1-" + string(rune('0'+step)), RotationID: "rot-1", Step: step,
+		Host: host, Runner: messages.RunnerLocal, RecordUID: "svc-user", CreatedAt: now, ExpiresAt: now.Add(time.Minute),
+		Script: messages.Script{Name: "s.sh", Title: "Script", Content: []byte("exit 0"), TimeoutMS: 5000},
+		Secret: &messages.TaskSecret{Stdin: []byte("e30=\n"), Mask: []string{"S3cret-marker"}},
+	}
+}
+
+func (b *bundle) publish(t *testing.T, v any) {
+	t.Helper()
+	data, ok := v.([]byte)
+	if !ok {
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.js.Publish(t.Context(), b.subj.Tasks(host), data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (b *bundle) result(t *testing.T) messages.RotationResult {
+	t.Helper()
+	select {
+	case rr := <-b.results:
+		return rr
+	case <-time.After(20 * time.Second):
+		t.Fatal("no result within 20s")
+		return messages.RotationResult{}
+	}
+}
+
+// waitDrained waits until the task stream is empty: every task acked or terminated.
+func (b *bundle) waitDrained(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := b.js.Stream(t.Context(), b.subj.TasksStream())
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task stream still holds %d messages", info.State.Msgs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRunsTaskAndPublishesResult(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, 30*time.Second, nil)
+	start(t, w)
+	b.publish(t, task(1))
+	rr := b.result(t)
+	if !rr.Success || rr.Error != "" || rr.ExitCode != 0 {
+		t.Fatalf("result = %+v, want success", rr)
+	}
+	if rr.UID != "svc-user" || rr.Title != "Script" || rr.Name != "s.sh" || rr.Host != host || rr.Worker != "w1" ||
+		rr.RotationID != "rot-1" || rr.Step != 1 || rr.Attempt != 1 || rr.Stdout != "ran s.sh" || rr.System != "Linux" {
+		t.Fatalf("result fields = %+v", rr)
+	}
+	jobs := b.exec.Jobs()
+	if len(jobs) != 1 || string(jobs[0].Stdin) != "e30=\n" || jobs[0].Secrets[0] != "S3cret-marker" || jobs[0].Script.Timeout != 5*time.Second {
+		t.Fatalf("job = %+v", jobs)
+	}
+	b.waitDrained(t)
+}
+
+func TestTasksRunInOrder(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, 30*time.Second, nil)
+	for i := 1; i <= 5; i++ {
+		b.publish(t, task(i))
+	}
+	start(t, w)
+	for i := 1; i <= 5; i++ {
+		if rr := b.result(t); rr.Step != i {
+			t.Fatalf("result %d is step %d", i, rr.Step)
+		}
+	}
+	for i, j := range b.exec.Jobs() {
+		if j.Step != i+1 {
+			t.Fatalf("job %d ran step %d", i, j.Step)
+		}
+	}
+}
+
+func TestExitCodeAndErrorAreResults(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, 30*time.Second, nil)
+	b.exec.run = func(context.Context, executor.Job) (executor.Result, error) {
+		return executor.Result{ExitCode: -1, Error: "timed out"}, errors.New("exec: S3cret-marker not found")
+	}
+	start(t, w)
+	b.publish(t, task(1))
+	rr := b.result(t)
+	if rr.Success || rr.Error != "timed out" {
+		t.Fatalf("result = %+v", rr)
+	}
+	b.exec.run = func(context.Context, executor.Job) (executor.Result, error) {
+		return executor.Result{ExitCode: -1}, errors.New("start interpreter for S3cret-marker")
+	}
+	b.publish(t, task(2))
+	rr = b.result(t)
+	if rr.Success || rr.Error != "start interpreter for ********" {
+		t.Fatalf("a run error must be reported masked, got %+v", rr)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	t.Parallel()
+	expired := task(1)
+	expired.ExpiresAt = time.Now().Add(-time.Second)
+	other := task(2)
+	other.Host = "another-host"
+	runner := task(3)
+	runner.Runner = messages.RunnerWinRM
+	w, b := setup(t, 30*time.Second, nil)
+	start(t, w)
+	for _, tt := range []struct {
+		task messages.Task
+		want string
+	}{
+		{expired, "refused: task expired"},
+		{other, `refused: task is for host "another-host"`},
+		{runner, `refused: this worker has no "winrm" runner`},
+	} {
+		b.publish(t, tt.task)
+		rr := b.result(t)
+		if rr.Success || rr.Step != tt.task.Step || len(rr.Error) < len(tt.want) || rr.Error[:len(tt.want)] != tt.want {
+			t.Errorf("step %d: result = %+v, want error %q", tt.task.Step, rr, tt.want)
+		}
+	}
+	if n := len(b.exec.Jobs()); n != 0 {
+		t.Fatalf("refused tasks ran %d scripts", n)
+	}
+	b.waitDrained(t)
+}
+
+func TestUndecodableTaskIsTerminatedAndReported(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, 30*time.Second, nil)
+	start(t, w)
+	b.publish(t, []byte("not a task at all"))
+	// Readable rotation and step, but invalid: a refusal result is published.
+	b.publish(t, []byte(`{"schema_version":1,"rotation_id":"rot-9","step":4,"host":"x"}`))
+	rr := b.result(t)
+	if rr.RotationID != "rot-9" || rr.Step != 4 || rr.Success || rr.Error == "" {
+		t.Fatalf("result = %+v", rr)
+	}
+	b.waitDrained(t)
+	if n := len(b.exec.Jobs()); n != 0 {
+		t.Fatalf("invalid tasks ran %d scripts", n)
+	}
+}
+
+func TestRedeliveredTaskIsNotRunTwice(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, time.Second, nil)
+	b.publish(t, task(1))
+	// A first delivery that is never acknowledged: a worker that died mid-script.
+	msgs, err := b.consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range msgs.Messages() {
+	}
+	start(t, w)
+	rr := b.result(t)
+	if rr.Success || rr.Attempt != 2 || len(b.exec.Jobs()) != 0 {
+		t.Fatalf("redelivered task: result %+v, %d jobs run", rr, len(b.exec.Jobs()))
+	}
+	b.waitDrained(t)
+}
+
+func TestInProgressKeepsLongScriptFromRedelivery(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, time.Second, nil)
+	b.exec.run = func(ctx context.Context, job executor.Job) (executor.Result, error) {
+		select {
+		case <-time.After(3 * time.Second): // three AckWaits
+		case <-ctx.Done():
+		}
+		return executor.Result{}, nil
+	}
+	start(t, w)
+	b.publish(t, task(1))
+	rr := b.result(t)
+	if !rr.Success || rr.Attempt != 1 {
+		t.Fatalf("result = %+v", rr)
+	}
+	b.waitDrained(t)
+	if n := len(b.exec.Jobs()); n != 1 {
+		t.Fatalf("script ran %d times", n)
+	}
+}
+
+func TestGracefulStopFinishesRunningScript(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, 30*time.Second, nil)
+	running := make(chan struct{})
+	release := make(chan struct{})
+	b.exec.run = func(ctx context.Context, job executor.Job) (executor.Result, error) {
+		close(running)
+		<-release
+		return executor.Result{Stdout: "finished"}, ctx.Err()
+	}
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b.publish(t, task(1))
+	<-running
+	stopped := make(chan error)
+	go func() { stopped <- w.Stop(context.Background()) }()
+	select {
+	case <-stopped:
+		t.Fatal("Stop returned while the script was running")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if rr := b.result(t); !rr.Success || rr.Stdout != "finished" {
+		t.Fatalf("result = %+v", rr)
+	}
+	if err := w.Stop(context.Background()); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+}
+
+func TestHardStopCancelsRunningScript(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, 30*time.Second, nil)
+	running := make(chan struct{})
+	b.exec.run = func(ctx context.Context, job executor.Job) (executor.Result, error) {
+		close(running)
+		<-ctx.Done()
+		return executor.Result{ExitCode: -1, Error: "canceled"}, ctx.Err()
+	}
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b.publish(t, task(1))
+	<-running
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := w.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop = %v, want deadline exceeded", err)
+	}
+}
+
+func TestNewRequiresHost(t *testing.T) {
+	t.Parallel()
+	if _, err := New(nil, Options{}); !errors.Is(err, ErrNoHost) {
+		t.Fatalf("err = %v", err)
+	}
+}
