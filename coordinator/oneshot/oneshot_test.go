@@ -29,7 +29,6 @@ const marker = "Marker-Passw0rd-7f3e9c"
 
 // fixture writes an inventory and its scripts into a temp dir and loads it.
 type fixture struct {
-	dir     string
 	scripts map[string]string // file name → content
 	yaml    string
 }
