@@ -20,8 +20,8 @@ type Options struct {
 	// StoreDir holds JetStream's files. Defaults to a fresh temporary
 	// directory, removed by Shutdown.
 	StoreDir string
-	// Listen is the client address ("127.0.0.1:4222"). Empty: no network
-	// listener, in-process connections only.
+	// Listen is the client address ("127.0.0.1:4222"; port 0 picks a free
+	// port). Empty: no network listener, in-process connections only.
 	Listen string
 	// ServerName names the server. Defaults to "postrotate".
 	ServerName string
@@ -74,6 +74,9 @@ func Start(opts Options) (*Broker, error) {
 			b.cleanup()
 			return nil, fmt.Errorf("nats listen address %q: bad port: %w", opts.Listen, err)
 		}
+		if p == 0 {
+			p = server.RANDOM_PORT
+		}
 		sopts.Host, sopts.Port = host, p
 	}
 	srv, err := server.NewServer(sopts)
@@ -85,7 +88,9 @@ func Start(opts Options) (*Broker, error) {
 	if opts.Logger != nil {
 		log = opts.Logger.With().Str("component", "nats").Logger()
 	}
-	srv.SetLoggerV2(serverLogger{log}, log.GetLevel() <= zerolog.DebugLevel, log.GetLevel() <= zerolog.TraceLevel, false)
+	// Never trace: nats-server's trace logs every message payload, and a
+	// task carries the script's stdin.
+	srv.SetLoggerV2(serverLogger{log}, log.GetLevel() <= zerolog.DebugLevel, false, false)
 	go srv.Start()
 	timeout := opts.ReadyTimeout
 	if timeout == 0 {

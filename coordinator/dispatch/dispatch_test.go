@@ -22,6 +22,7 @@ import (
 )
 
 type bundle struct {
+	broker *broker.Broker
 	js     jetstream.JetStream
 	nc     *nats.Conn
 	layout Layout
@@ -29,12 +30,14 @@ type bundle struct {
 	dir    string
 }
 
+const marker = "Marker-0ld-Passw0rd-51c3"
+
 const benchInventory = `version: 1
 records:
   - {uid: cfg, type: pamConfiguration, gateway: gw-1}
   - uid: u
     type: pamUser
-    fields: [{type: login, value: u}, {type: password, value: old-pw}]
+    fields: [{type: login, value: u}, {type: password, value: ` + marker + `}]
     rotation: {type: scripts_only, configuration: cfg}
     scripts: [{file: step.sh, timeout: 10s}]
 `
@@ -43,7 +46,10 @@ const stepScript = "#!/bin/sh\ncat >/dev/null\necho ok\n"
 
 // setup starts an embedded broker, the layout, and (when withWorker) the
 // in-process worker of gw-1.
-func setup(tb testing.TB, withWorker bool) *bundle {
+func setup(tb testing.TB, withWorker bool) *bundle { return setupListen(tb, withWorker, "") }
+
+// setupListen is setup with the broker listening on listen ("" = in-process only).
+func setupListen(tb testing.TB, withWorker bool, listen string) *bundle {
 	tb.Helper()
 	dir := tb.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "step.sh"), []byte(stepScript), 0o755); err != nil {
@@ -60,7 +66,7 @@ func setup(tb testing.TB, withWorker bool) *bundle {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b, err := broker.Start(broker.Options{StoreDir: filepath.Join(dir, "js")})
+	b, err := broker.Start(broker.Options{StoreDir: filepath.Join(dir, "js"), Listen: listen})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -96,7 +102,7 @@ func setup(tb testing.TB, withWorker bool) *bundle {
 			_ = w.Stop(ctx)
 		})
 	}
-	return &bundle{js: js, nc: nc, layout: layout, plan: p, dir: dir}
+	return &bundle{broker: b, js: js, nc: nc, layout: layout, plan: p, dir: dir}
 }
 
 func TestLayoutIsIdempotent(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/postrotate/postrotate/coordinator/dispatch"
@@ -253,12 +254,23 @@ func TestSecretsMaskedInResults(t *testing.T) {
 		},
 		yaml: inventoryYAML([]string{"{file: leak.sh, records: [token]}"}, nil, nil),
 	}
-	out := rotate(t, f.load(t))
+	var logs bytes.Buffer
+	log := zerolog.New(zerolog.SyncWriter(&logs)).Level(zerolog.TraceLevel)
+	out, err := Rotate(t.Context(), f.load(t), "svc", Options{Logger: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	data, _ := json.Marshal(out.Results)
 	for _, leak := range []string{marker, base64.StdEncoding.EncodeToString([]byte(marker)), "tok-3c1d"} {
 		if strings.Contains(string(data), leak) {
 			t.Fatalf("result leaks %q:\n%s", leak, data)
 		}
+		if strings.Contains(logs.String(), leak) {
+			t.Fatalf("trace-level logs leak %q:\n%s", leak, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "script finished") {
+		t.Fatalf("no worker logs captured:\n%s", logs.String())
 	}
 	if !strings.Contains(out.Results[0].Stdout, "********") {
 		t.Fatalf("nothing masked: %q", out.Results[0].Stdout)

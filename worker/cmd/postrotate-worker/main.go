@@ -93,8 +93,21 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	if err := w.Start(ctx); err != nil {
-		return err
+	// The coordinator creates the host's consumer: wait for it.
+	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
+		err := w.Start(ctx)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("no task consumer for this host yet; is the coordinator running and does its inventory name this host?")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
 	}
 	<-ctx.Done()
 	log.Info().Msg("stopping: finishing the running script")
