@@ -188,10 +188,30 @@ func BenchmarkRotationStep(b *testing.B) {
 	bd := setup(b, true)
 	d := New(bd.js, Options{})
 	ctx := context.Background()
-	b.ResetTimer()
 	for b.Loop() {
 		out, err := d.Run(ctx, Rotation{ID: NewID(), Plan: bd.plan, NewPassword: "new-pw", OldPassword: "old-pw"})
 		if err != nil || !out.Success() {
+			b.Fatalf("Run = %+v, %v", out, err)
+		}
+	}
+}
+
+// BenchmarkRotation10Steps separates the per-step cost from the
+// per-rotation cost (result watch, rotation events) of BenchmarkRotationStep.
+func BenchmarkRotation10Steps(b *testing.B) {
+	bd := setup(b, true)
+	p := *bd.plan
+	p.Steps = nil
+	for i := 1; i <= 10; i++ {
+		st := bd.plan.Steps[0]
+		st.Index = i
+		p.Steps = append(p.Steps, st)
+	}
+	d := New(bd.js, Options{})
+	ctx := context.Background()
+	for b.Loop() {
+		out, err := d.Run(ctx, Rotation{ID: NewID(), Plan: &p, NewPassword: "new-pw", OldPassword: "old-pw"})
+		if err != nil || !out.Success() || len(out.Results) != 10 {
 			b.Fatalf("Run = %+v, %v", out, err)
 		}
 	}
