@@ -101,17 +101,29 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 	log.Info().Int("steps", len(r.Plan.Steps)).Msg("rotation started")
 
 	var runErr error
+	stopAfter := "" // why the remaining steps are skipped
 	for _, step := range r.Plan.Steps {
-		if runErr == nil {
+		if runErr == nil && stopAfter == "" {
 			var rr messages.RotationResult
 			rr, runErr = d.step(ctx, log, r, step, results)
 			if runErr == nil {
 				out.add(rr)
+				if !rr.Success && r.Plan.User.Rotation.StopOnFailure {
+					stopAfter = fmt.Sprintf("not run: step %d failed and the rotation has stop_on_failure", step.Index)
+				}
 				continue
 			}
 		}
-		// The rotation cannot go on: every remaining step still gets a result.
-		out.add(d.failed(r, step, "not run: "+runErr.Error()))
+		// The rotation does not go on: every remaining step still gets a result.
+		reason := stopAfter
+		if runErr != nil {
+			reason = "not run: " + runErr.Error()
+		}
+		rr := d.failed(r, step, reason)
+		if err := d.publishResult(context.WithoutCancel(ctx), rr); err != nil {
+			log.Warn().Err(err).Int("step", step.Index).Msg("publish skipped-step result")
+		}
+		out.add(rr)
 	}
 
 	kind := messages.EventCompleted

@@ -5,7 +5,9 @@
 //
 // Steps run strictly in sequence: step n+1 is published only once step n
 // has a result, so the order user → resource → configuration holds across
-// hosts. A failed script does not stop the steps after it. A step whose
+// hosts. A failed script does not stop the steps after it, unless the PAM
+// User's rotation sets stop_on_failure: then every later step is reported
+// as not run. A step whose
 // host has no worker to pick it up fails at its deadline (pickup timeout +
 // script timeout + kill grace) with an error naming the host; the rotation
 // never hangs.

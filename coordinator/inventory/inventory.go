@@ -157,6 +157,10 @@ type Rotation struct {
 	Timezone string
 	// Complexity of the new password, with defaults applied.
 	Complexity password.Rules
+	// StopOnFailure ends the rotation at the first failed script: the
+	// scripts after it are not run and are reported as skipped. By default
+	// every script runs whatever happened before it.
+	StopOnFailure bool
 }
 
 // ParsedSchedule returns the parsed Schedule. It only fails for a Rotation

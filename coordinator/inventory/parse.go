@@ -24,7 +24,7 @@ var (
 	connectionKeys = []string{"protocol", "host", "port", "https", "admin", "known_hosts", "host_key", "insecure_ignore_host_key"}
 	fieldKeys      = []string{"type", "label", "value", "secret"}
 	scriptKeys     = []string{"file", "name", "title", "command", "records", "timeout"}
-	rotationKeys   = []string{"type", "resource", "configuration", "schedule", "timezone", "complexity"}
+	rotationKeys   = []string{"type", "resource", "configuration", "schedule", "timezone", "complexity", "stop_on_failure"}
 	complexityKeys = []string{"length", "upper", "lower", "digits", "special", "special_chars"}
 
 	pamTypes      = []string{TypeConfiguration, TypeMachine, TypeDatabase, TypeDirectory, TypeUser}
@@ -390,6 +390,7 @@ func (d *decoder) rotation(n *yaml.Node, path string) *Rotation {
 		Configuration: d.str(m["configuration"], join(path, "configuration")),
 		Schedule:      d.str(m["schedule"], join(path, "schedule")),
 		Timezone:      d.str(m["timezone"], join(path, "timezone")),
+		StopOnFailure: d.boolean(m["stop_on_failure"], join(path, "stop_on_failure")),
 	}
 	switch {
 	case r.Type == "":

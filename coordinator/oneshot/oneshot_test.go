@@ -208,6 +208,30 @@ func TestOrderAndFailureContinues(t *testing.T) {
 	}
 }
 
+// With stop_on_failure, the first failed script ends the rotation and the
+// later steps are reported, not run.
+func TestStopOnFailure(t *testing.T) {
+	t.Parallel()
+	logFile := filepath.Join(t.TempDir(), "ran.log")
+	f := fixture{
+		scripts: map[string]string{
+			"ok.sh":    "echo ok >> " + logFile + "\n",
+			"fail.sh":  "echo fail >> " + logFile + "\nexit 1\n",
+			"never.sh": "echo never >> " + logFile + "\n",
+		},
+		yaml: strings.Replace(inventoryYAML([]string{"{file: ok.sh}", "{file: fail.sh}"}, []string{"{file: never.sh}"}, nil),
+			"type: scripts_only", "type: scripts_only\n      stop_on_failure: true", 1),
+	}
+	out := rotate(t, f.load(t))
+	ran, _ := os.ReadFile(logFile)
+	if got := strings.Fields(string(ran)); strings.Join(got, " ") != "ok fail" {
+		t.Fatalf("ran %v", got)
+	}
+	if len(out.Results) != 3 || out.Succeeded != 1 || out.Failed != 2 || !strings.Contains(out.Results[2].Error, "stop_on_failure") {
+		t.Fatalf("outcome = %+v", out.Results)
+	}
+}
+
 // A script that hangs past its timeout is killed with its children, and
 // what it printed first is kept; a script printing 50 MB is capped; the
 // rotation completes.

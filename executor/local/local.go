@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/postrotate/postrotate/executor"
@@ -112,18 +113,32 @@ func (l *Local) Run(ctx context.Context, job executor.Job) (executor.Result, err
 
 	stdout := executor.NewOutput(job.EffectiveOutputLimit())
 	stderr := executor.NewOutput(job.EffectiveOutputLimit())
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = dir
-	cmd.Env = l.environ(job, dir)
-	if len(job.Stdin) > 0 {
-		cmd.Stdin = bytes.NewReader(job.Stdin)
-	} // else the null device: EOF at once
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = l.opts.WaitDelay
-	prepare(cmd)
+	env := l.environ(job, dir)
+	newCmd := func() *exec.Cmd {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Dir = dir
+		cmd.Env = env
+		if len(job.Stdin) > 0 {
+			cmd.Stdin = bytes.NewReader(job.Stdin)
+		} // else the null device: EOF at once
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		cmd.WaitDelay = l.opts.WaitDelay
+		prepare(cmd)
+		return cmd
+	}
 
 	res.StartedAt = time.Now()
-	if err := cmd.Start(); err != nil {
+	cmd := newCmd()
+	err = cmd.Start()
+	// A script run by its shebang is executed right after it was written: a
+	// process forked meanwhile by another goroutine may still hold the
+	// written file open ("text file busy") until it execs. Retry briefly.
+	for attempt := 0; attempt < 5 && errors.Is(err, syscall.ETXTBSY); attempt++ {
+		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+		cmd = newCmd()
+		err = cmd.Start()
+	}
+	if err != nil {
 		return notStarted("start "+argv[0], err)
 	}
 	t, err := track(cmd)
