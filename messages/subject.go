@@ -130,3 +130,23 @@ func ValidToken(s string) bool {
 func ResultMsgID(rotationID string, step int) string {
 	return "result-" + rotationID + "-" + strconv.Itoa(step)
 }
+
+// PriorityGroup is the priority group every worker of a host pulls with.
+// Task consumers use the pinned-client policy: of several workers started
+// for one host, the server delivers to one at a time.
+const PriorityGroup = "postrotate"
+
+// RunsBucket names the KV bucket of rotation runs (plan, state, locks).
+func (s Subjects) RunsBucket() string { return s.streamPrefix() + "_RUNS" }
+
+// WorkersBucket names the KV bucket where workers register and heartbeat.
+// Keys are WorkerKey(host, name).
+func (s Subjects) WorkersBucket() string { return s.streamPrefix() + "_WORKERS" }
+
+// StartedBucket names the KV bucket of "script started" markers, keyed by
+// task id: a redelivered task whose marker exists may have run already.
+func (s Subjects) StartedBucket() string { return s.streamPrefix() + "_STARTED" }
+
+// WorkerKey is the key of a worker in the workers bucket:
+// "<host token>.<name token>".
+func WorkerKey(host, name string) string { return HostToken(host) + "." + HostToken(name) }

@@ -42,6 +42,10 @@ type Script struct {
 	Command   string `json:"command,omitempty"` // interpreter prefix
 	Content   []byte `json:"content"`
 	TimeoutMS int64  `json:"timeout_ms"`
+	// RetryOnInterrupt lets a worker run the script again when its task is
+	// redelivered after a delivery that started it (a worker killed
+	// mid-script). Without it such a task is reported "in doubt", not run.
+	RetryOnInterrupt bool `json:"retry_on_interrupt,omitempty"`
 }
 
 // Timeout returns the script timeout as a duration.
