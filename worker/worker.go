@@ -153,7 +153,7 @@ func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 		case <-time.After(backoff):
 		}
 		fetchCtx, cancel := context.WithTimeout(ctx, w.opts.FetchWait)
-		batch, err := cons.Fetch(1, jetstream.FetchContext(fetchCtx))
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fetchCtx), jetstream.FetchPriorityGroup(messages.PriorityGroup))
 		if err != nil {
 			cancel()
 			backoff = nextBackoff(backoff)

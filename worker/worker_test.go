@@ -89,6 +89,7 @@ func setup(t *testing.T, ackWait time.Duration, mod func(*Options)) (*Worker, *b
 	b.consumer, err = js.CreateConsumer(ctx, b.subj.TasksStream(), jetstream.ConsumerConfig{
 		Durable: b.subj.Consumer(host), FilterSubject: b.subj.Tasks(host), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: ackWait, MaxAckPending: 1, MaxDeliver: 5,
+		PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{messages.PriorityGroup}, PinnedTTL: ackWait,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -302,7 +303,7 @@ func TestRedeliveredTaskIsNotRunTwice(t *testing.T) {
 	w, b := setup(t, time.Second, nil)
 	b.publish(t, task(1))
 	// A first delivery that is never acknowledged: a worker that died mid-script.
-	msgs, err := b.consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	msgs, err := b.consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(messages.PriorityGroup))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,12 @@ type Layout struct {
 	// DuplicateWindow is the window in which a second copy of a task or a
 	// result (same message id) is dropped. Defaults to 1h.
 	DuplicateWindow time.Duration
+	// PinnedTTL is how long a host's pinned worker may go without pulling
+	// before another worker of the host takes over. Defaults to 30s.
+	PinnedTTL time.Duration
+	// WorkerTTL is how long a worker's registration lives without a
+	// heartbeat. Defaults to 30s.
+	WorkerTTL time.Duration
 }
 
 func (l Layout) withDefaults() Layout {
@@ -46,6 +52,12 @@ func (l Layout) withDefaults() Layout {
 	}
 	if l.DuplicateWindow == 0 {
 		l.DuplicateWindow = time.Hour
+	}
+	if l.PinnedTTL == 0 {
+		l.PinnedTTL = 30 * time.Second
+	}
+	if l.WorkerTTL == 0 {
+		l.WorkerTTL = 30 * time.Second
 	}
 	return l
 }
@@ -88,27 +100,51 @@ func (l Layout) Streams() []jetstream.StreamConfig {
 }
 
 // Consumer returns the configuration of host's durable task consumer:
-// explicit acks and one task in flight, so a host runs its tasks in order.
+// explicit acks and one task in flight, so a host runs its tasks in order;
+// the pinned-client priority policy, so of two workers started for one host
+// only one receives tasks (the other takes over PinnedTTL after the first
+// stops pulling).
 func (l Layout) Consumer(host string) jetstream.ConsumerConfig {
 	l = l.withDefaults()
 	return jetstream.ConsumerConfig{
-		Durable:       l.Subjects.Consumer(host),
-		Description:   "tasks of host " + host,
-		FilterSubject: l.Subjects.Tasks(host),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       l.AckWait,
-		MaxDeliver:    l.MaxDeliver,
-		MaxAckPending: 1,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		Replicas:      l.Replicas,
+		Durable:        l.Subjects.Consumer(host),
+		Description:    "tasks of host " + host,
+		FilterSubject:  l.Subjects.Tasks(host),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        l.AckWait,
+		MaxDeliver:     l.MaxDeliver,
+		MaxAckPending:  1,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		Replicas:       l.Replicas,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{messages.PriorityGroup},
+		PinnedTTL:      l.PinnedTTL,
 	}
 }
 
-// Setup creates or updates the streams.
+// Buckets returns the configurations of the KV buckets: rotation runs,
+// worker registrations (entries expire without heartbeats) and "script
+// started" markers.
+func (l Layout) Buckets() []jetstream.KeyValueConfig {
+	l = l.withDefaults()
+	s := l.Subjects
+	return []jetstream.KeyValueConfig{
+		{Bucket: s.RunsBucket(), Description: "postrotate rotation runs and per-user locks", History: 1, Storage: l.Storage, Replicas: l.Replicas},
+		{Bucket: s.WorkersBucket(), Description: "postrotate workers: registrations refreshed by heartbeats", TTL: l.WorkerTTL, Storage: l.Storage, Replicas: l.Replicas},
+		{Bucket: s.StartedBucket(), Description: "postrotate: tasks whose script a worker started", TTL: l.ResultsMaxAge, Storage: l.Storage, Replicas: l.Replicas},
+	}
+}
+
+// Setup creates or updates the streams and KV buckets.
 func (l Layout) Setup(ctx context.Context, js jetstream.JetStream) error {
 	for _, cfg := range l.Streams() {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("create stream %s: %w", cfg.Name, err)
+		}
+	}
+	for _, cfg := range l.Buckets() {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
 		}
 	}
 	return nil
