@@ -13,10 +13,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/oneshot"
 )
@@ -99,7 +101,7 @@ stdin, and reports a RotationResult for every script.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usage(fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath()))
 	})
-	root.AddCommand(newRotate(g), newValidate(g), newVersion(g))
+	root.AddCommand(newRotate(g), newServe(g), newValidate(g), newVersion(g))
 	return root
 }
 
@@ -150,24 +152,37 @@ func loadInventory(file string) (*inventory.Inventory, error) {
 
 func newRotate(g *globals) *cobra.Command {
 	var (
-		file, user string
-		asJSON     bool
-		verbose    bool
+		file, user, serverURL string
+		asJSON, verbose, wait bool
+		timeout               time.Duration
 	)
 	c := &cobra.Command{
-		Use:   "rotate --inventory FILE --user UID [--json]",
+		Use:   "rotate (--inventory FILE | --server URL) --user UID [--json] [--wait]",
 		Short: "Rotate one PAM User and run its post-rotation scripts",
-		Long: `Rotate the PAM User UID of the inventory: generate its new password, run
-every post-rotation script in order (user, then resource, then configuration)
-through an embedded NATS JetStream with in-process workers, and report one
-RotationResult per script.
+		Long: `Rotate the PAM User UID: generate its new password and run every
+post-rotation script in order (user, then resource, then configuration),
+reporting one RotationResult per script.
 
-Exit status: 0 every script succeeded, 1 a script failed, 2 bad input.`,
+With --inventory, everything runs in this process: an embedded NATS
+JetStream and an in-process worker per host. With --server, the rotation is
+started on a running 'postrotate serve'; --wait waits for it to finish and
+prints its results.
+
+Exit status: 0 every script succeeded (or, without --wait, the rotation
+started), 1 a script failed, 2 bad input.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {
 				return err
+			}
+			switch {
+			case user == "":
+				return usage(errors.New(`required flag "user" not set`))
+			case (file == "") == (serverURL == ""):
+				return usage(errors.New("give exactly one of --inventory (one-shot) and --server (a running postrotate serve)"))
+			case serverURL != "":
+				return rotateRemote(cmd.Context(), g, serverURL, user, asJSON, verbose, wait, timeout)
 			}
 			inv, err := loadInventory(file)
 			if err != nil {
@@ -178,25 +193,31 @@ Exit status: 0 every script succeeded, 1 a script failed, 2 bad input.`,
 			if errors.As(err, &ie) {
 				return usage(err)
 			}
-			if len(out.Results) > 0 || err == nil {
-				if perr := printOutcome(g.stdout, out, asJSON, verbose); perr != nil {
-					return &exitError{ExitFailed, perr}
-				}
-			}
-			if err != nil {
-				return &exitError{ExitFailed, fmt.Errorf("rotation %s: %w", out.RotationID, err)}
-			}
-			if !out.Success() {
-				return &exitError{ExitFailed, errSilent}
-			}
-			return nil
+			return report(g, out, err, asJSON, verbose)
 		},
 	}
-	c.Flags().StringVarP(&file, "inventory", "i", "", "inventory file (YAML or JSON)")
+	c.Flags().StringVarP(&file, "inventory", "i", "", "inventory file (YAML or JSON): run the rotation in this process")
+	c.Flags().StringVarP(&serverURL, "server", "s", "", "URL of a running postrotate serve (e.g. http://127.0.0.1:7480)")
 	c.Flags().StringVarP(&user, "user", "u", "", "uid of the PAM User record to rotate")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the JSON array of RotationResults, in execution order")
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every script's stdout and stderr under the table")
-	_ = c.MarkFlagRequired("inventory")
-	_ = c.MarkFlagRequired("user")
+	c.Flags().BoolVar(&wait, "wait", false, "with --server: wait for the rotation to finish and print its results")
+	c.Flags().DurationVar(&timeout, "wait-timeout", time.Hour, "with --wait: give up waiting after this long")
 	return c
+}
+
+// report prints a finished rotation and turns it into an exit status.
+func report(g *globals, out dispatch.Outcome, err error, asJSON, verbose bool) error {
+	if len(out.Results) > 0 || err == nil {
+		if perr := printOutcome(g.stdout, out, asJSON, verbose); perr != nil {
+			return &exitError{ExitFailed, perr}
+		}
+	}
+	if err != nil {
+		return &exitError{ExitFailed, fmt.Errorf("rotation %s: %w", out.RotationID, err)}
+	}
+	if !out.Success() {
+		return &exitError{ExitFailed, errSilent}
+	}
+	return nil
 }

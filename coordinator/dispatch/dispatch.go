@@ -62,6 +62,11 @@ type Rotation struct {
 	Plan        *plan.Plan
 	NewPassword string
 	OldPassword string
+	// Resume continues a rotation a previous coordinator started: steps
+	// that already have a result are not run again, the step in flight is
+	// republished under the same message id (a duplicate the stream drops
+	// if the first copy is still there) and waited for.
+	Resume bool
 }
 
 // NewID returns a fresh, time-ordered rotation id (a UUIDv7).
@@ -95,10 +100,14 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 	}
 	defer results.Stop()
 
-	d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(messages.EventStarted), messages.RotationEvent{
-		Kind: messages.EventStarted, RotationID: r.ID, UserRecordUID: r.Plan.User.UID, Steps: len(r.Plan.Steps),
-	})
-	log.Info().Int("steps", len(r.Plan.Steps)).Msg("rotation started")
+	if r.Resume {
+		log.Info().Int("steps", len(r.Plan.Steps)).Msg("rotation resumed")
+	} else {
+		d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(messages.EventStarted), messages.RotationEvent{
+			Kind: messages.EventStarted, RotationID: r.ID, UserRecordUID: r.Plan.User.UID, Steps: len(r.Plan.Steps),
+		})
+		log.Info().Int("steps", len(r.Plan.Steps)).Msg("rotation started")
+	}
 
 	var runErr error
 	stopAfter := "" // why the remaining steps are skipped
@@ -120,8 +129,12 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 			reason = "not run: " + runErr.Error()
 		}
 		rr := d.failed(r, step, reason)
-		if err := d.publishResult(context.WithoutCancel(ctx), rr); err != nil {
-			log.Warn().Err(err).Int("step", step.Index).Msg("publish skipped-step result")
+		// A deliberate skip is final and published; a rotation cut short by
+		// its context (the coordinator stopping) is resumed later instead.
+		if stopAfter != "" {
+			if err := d.publishResult(context.WithoutCancel(ctx), rr); err != nil {
+				log.Warn().Err(err).Int("step", step.Index).Msg("publish skipped-step result")
+			}
 		}
 		out.add(rr)
 	}
@@ -154,6 +167,15 @@ func (o *Outcome) add(rr messages.RotationResult) {
 // step publishes one task and waits for its result or its deadline.
 func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, step plan.Step, results *resultWatch) (messages.RotationResult, error) {
 	log = log.With().Int("step", step.Index).Str("host", step.Host).Logger()
+	if r.Resume {
+		rr, err := d.storedResult(ctx, r.ID, step.Index)
+		if err == nil {
+			return rr, nil
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return messages.RotationResult{}, fmt.Errorf("read stored result of step %d: %w", step.Index, err)
+		}
+	}
 	task, err := d.task(r, step)
 	if err != nil {
 		// A payload that cannot be built is this step's failure, not the rotation's.
@@ -242,6 +264,37 @@ func (d *Dispatcher) failed(r Rotation, step plan.Step, reason string) messages.
 		SchemaVersion: messages.SchemaVersion, RotationID: r.ID, Step: step.Index, Host: step.Host,
 		ExitCode: -1, StartedAt: now, FinishedAt: now, Error: reason,
 	}
+}
+
+// storedResult reads the result of a step from the results stream.
+func (d *Dispatcher) storedResult(ctx context.Context, rotationID string, step int) (messages.RotationResult, error) {
+	subj := d.opts.Layout.Subjects
+	s, err := d.js.Stream(ctx, subj.ResultsStream())
+	if err != nil {
+		return messages.RotationResult{}, err
+	}
+	msg, err := s.GetLastMsgForSubject(ctx, subj.Result(rotationID, step))
+	if err != nil {
+		return messages.RotationResult{}, err
+	}
+	return messages.DecodeResult(msg.Data)
+}
+
+// Results returns the stored results of a rotation's steps 1..steps, in
+// order; steps without a result yet are left out.
+func (d *Dispatcher) Results(ctx context.Context, rotationID string, steps int) ([]messages.RotationResult, error) {
+	var out []messages.RotationResult
+	for i := 1; i <= steps; i++ {
+		rr, err := d.storedResult(ctx, rotationID, i)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("read result of step %d: %w", i, err)
+		}
+		out = append(out, rr)
+	}
+	return out, nil
 }
 
 func (d *Dispatcher) publishResult(ctx context.Context, rr messages.RotationResult) error {

@@ -6,9 +6,7 @@ package oneshot
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,7 +46,7 @@ func (e *InputError) Unwrap() error { return e.Err }
 
 // ErrNotSupported is wrapped when a rotation needs a capability postrotate
 // does not have yet.
-var ErrNotSupported = errors.New("not supported")
+var ErrNotSupported = plan.ErrNotSupported
 
 // Rotate runs the rotation of the PAM User userUID of inv.
 func Rotate(ctx context.Context, inv *inventory.Inventory, userUID string, opts Options) (dispatch.Outcome, error) {
@@ -56,7 +54,7 @@ func Rotate(ctx context.Context, inv *inventory.Inventory, userUID string, opts 
 	if err != nil {
 		return dispatch.Outcome{}, &InputError{err}
 	}
-	if err := CheckMode(p); err != nil {
+	if err := p.CheckSupported(); err != nil {
 		return dispatch.Outcome{}, &InputError{err}
 	}
 	newPassword, err := password.Generate(p.User.Rotation.Complexity)
@@ -124,21 +122,4 @@ func Rotate(ctx context.Context, inv *inventory.Inventory, userUID string, opts 
 		NewPassword: newPassword,
 		OldPassword: p.User.Password(),
 	})
-}
-
-// CheckMode refuses rotations whose built-in part postrotate cannot perform
-// yet: only scripts_only rotations and rotations with a NOOP field (which
-// run the scripts and skip the built-in rotation) are run, so a script is
-// never told of a password change that did not happen.
-func CheckMode(p *plan.Plan) error {
-	rot := p.User.Rotation
-	switch {
-	case rot.Type == "scripts_only" || p.User.NOOP():
-		return nil
-	case rot.Type == "iam_user":
-		return fmt.Errorf("rotation of %s: type iam_user: %w", p.User.UID, ErrNotSupported)
-	default:
-		return fmt.Errorf("rotation of %s: type %s needs a built-in rotator, which this version does not have (%w): use type scripts_only or add a text field labelled NOOP with value True",
-			p.User.UID, strings.TrimSpace(rot.Type), ErrNotSupported)
-	}
 }

@@ -253,3 +253,24 @@ func (p *Plan) Secrets() []string {
 	}
 	return out
 }
+
+// ErrNotSupported is wrapped when a rotation needs a capability postrotate
+// does not have yet.
+var ErrNotSupported = errors.New("not supported")
+
+// CheckSupported refuses rotations whose built-in part postrotate cannot
+// perform yet: only scripts_only rotations and rotations with a NOOP field
+// (which run the scripts and skip the built-in rotation) are run, so a
+// script is never told of a password change that did not happen.
+func (p *Plan) CheckSupported() error {
+	rot := p.User.Rotation
+	switch {
+	case rot.Type == inventory.RotationScriptsOnly || p.User.NOOP():
+		return nil
+	case rot.Type == inventory.RotationIAMUser:
+		return fmt.Errorf("rotation of %s: type iam_user: %w", p.User.UID, ErrNotSupported)
+	default:
+		return fmt.Errorf("rotation of %s: type %s needs a built-in rotator, which this version does not have (%w): use type scripts_only or add a text field labelled NOOP with value True",
+			p.User.UID, rot.Type, ErrNotSupported)
+	}
+}

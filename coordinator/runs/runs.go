@@ -1,0 +1,230 @@
+// Package runs keeps rotation runs in a JetStream KV bucket, so that a
+// coordinator killed mid-rotation resumes it when it starts again, and every
+// finished rotation can still be read. It also holds the per-user locks that
+// refuse a second rotation of a user while one is running.
+//
+// Keys: "run.<rotation id>" holds a Run; "lock.<user token>" holds the id of
+// the rotation running for that user.
+package runs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/postrotate/postrotate/messages"
+)
+
+// State of a run.
+type State string
+
+const (
+	StateRunning   State = "running"
+	StateCompleted State = "completed" // every script succeeded
+	StateFailed    State = "failed"    // a script failed, or the rotation could not run
+)
+
+// Step describes one planned step.
+type Step struct {
+	Index int    `json:"step"`
+	Host  string `json:"host"`
+	UID   string `json:"uid"`
+	Name  string `json:"name"`
+	Title string `json:"title"`
+}
+
+// Run is one rotation as stored.
+type Run struct {
+	SchemaVersion int       `json:"schema_version"`
+	ID            string    `json:"id"`
+	User          string    `json:"user"`
+	State         State     `json:"state"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	FinishedAt    time.Time `json:"finished_at,omitzero"`
+	Steps         []Step    `json:"steps"`
+	Succeeded     int       `json:"succeeded"`
+	Failed        int       `json:"failed"`
+	Error         string    `json:"error,omitempty"`
+	// Credentials the remaining steps need after a restart. Removed when
+	// the run finishes.
+	Secret *Secret `json:"secret,omitempty"`
+}
+
+// Secret holds the passwords of a running rotation.
+type Secret struct {
+	NewPassword string `json:"new_password"`
+	OldPassword string `json:"old_password"`
+}
+
+// Finished reports whether the run has ended.
+func (r Run) Finished() bool { return r.State == StateCompleted || r.State == StateFailed }
+
+// Errors.
+var (
+	// ErrBusy is returned by Lock when the user has a running rotation.
+	ErrBusy = errors.New("a rotation of this user is already running")
+	// ErrNotFound is returned for an unknown rotation id.
+	ErrNotFound = errors.New("no such rotation")
+)
+
+// BusyError names the running rotation that holds a user's lock.
+type BusyError struct {
+	User       string
+	RotationID string
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("user %s: rotation %s is already running", e.User, e.RotationID)
+}
+func (e *BusyError) Unwrap() error { return ErrBusy }
+
+// Store reads and writes runs.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// Open binds to the runs bucket of subj (created by dispatch.Layout.Setup).
+func Open(ctx context.Context, js jetstream.JetStream, subj messages.Subjects) (*Store, error) {
+	kv, err := js.KeyValue(ctx, subj.RunsBucket())
+	if err != nil {
+		return nil, fmt.Errorf("open runs bucket: %w", err)
+	}
+	return &Store{kv: kv}, nil
+}
+
+func runKey(id string) string    { return "run." + id }
+func lockKey(user string) string { return "lock." + messages.HostToken(user) }
+
+// Lock takes user's lock for rotation id, or returns a *BusyError.
+func (s *Store) Lock(ctx context.Context, user, id string) error {
+	_, err := s.kv.Create(ctx, lockKey(user), []byte(id))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		holder := "?"
+		if e, gerr := s.kv.Get(ctx, lockKey(user)); gerr == nil {
+			holder = string(e.Value())
+		}
+		return &BusyError{User: user, RotationID: holder}
+	}
+	if err != nil {
+		return fmt.Errorf("lock user %s: %w", user, err)
+	}
+	return nil
+}
+
+// Unlock releases user's lock if rotation id holds it.
+func (s *Store) Unlock(ctx context.Context, user, id string) error {
+	e, err := s.kv.Get(ctx, lockKey(user))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("unlock user %s: %w", user, err)
+	}
+	if string(e.Value()) != id {
+		return nil
+	}
+	if err := s.kv.Delete(ctx, lockKey(user), jetstream.LastRevision(e.Revision())); err != nil {
+		return fmt.Errorf("unlock user %s: %w", user, err)
+	}
+	return nil
+}
+
+// Put writes a run.
+func (s *Store) Put(ctx context.Context, r Run) error {
+	r.SchemaVersion = messages.SchemaVersion
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode run %s: %w", r.ID, err)
+	}
+	if _, err := s.kv.Put(ctx, runKey(r.ID), data); err != nil {
+		return fmt.Errorf("store run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// Get reads a run.
+func (s *Store) Get(ctx context.Context, id string) (Run, error) {
+	if !messages.ValidToken(id) {
+		return Run{}, fmt.Errorf("rotation %q: %w", id, ErrNotFound)
+	}
+	e, err := s.kv.Get(ctx, runKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Run{}, fmt.Errorf("rotation %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Run{}, fmt.Errorf("read run %s: %w", id, err)
+	}
+	var r Run
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return Run{}, fmt.Errorf("decode run %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// List returns the runs, newest first; with user set, only that user's.
+func (s *Store) List(ctx context.Context, user string) ([]Run, error) {
+	keys, err := s.kv.ListKeysFiltered(ctx, "run.>")
+	if err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	var out []Run
+	for k := range keys.Keys() {
+		r, err := s.Get(ctx, strings.TrimPrefix(k, "run."))
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		if user == "" || r.User == user {
+			out = append(out, r)
+		}
+	}
+	// Rotation ids are UUIDv7: time-ordered.
+	slices.SortFunc(out, func(a, b Run) int { return strings.Compare(b.ID, a.ID) })
+	return out, nil
+}
+
+// Locks returns the held user locks: lock key → rotation id.
+func (s *Store) Locks(ctx context.Context) (map[string]string, error) {
+	keys, err := s.kv.ListKeysFiltered(ctx, "lock.>")
+	if err != nil {
+		return nil, fmt.Errorf("list locks: %w", err)
+	}
+	out := map[string]string{}
+	for k := range keys.Keys() {
+		if e, err := s.kv.Get(ctx, k); err == nil {
+			out[k] = string(e.Value())
+		}
+	}
+	return out, nil
+}
+
+// ReleaseStale deletes the locks whose rotation is finished or was never
+// stored (a coordinator killed between taking the lock and storing the run).
+func (s *Store) ReleaseStale(ctx context.Context) error {
+	locks, err := s.Locks(ctx)
+	if err != nil {
+		return err
+	}
+	for key, id := range locks {
+		r, err := s.Get(ctx, id)
+		if err == nil && !r.Finished() {
+			continue
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if err := s.kv.Delete(ctx, key); err != nil {
+			return fmt.Errorf("release stale lock %s: %w", key, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,324 @@
+// Package server is the coordinator as a long-lived service (`postrotate
+// serve`): it keeps the JetStream layout, starts rotations on request, runs
+// rotations of different users in parallel, refuses a second rotation of a
+// user while one runs, and keeps every run in JetStream so that a
+// coordinator killed mid-rotation resumes it when it starts again.
+package server
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/postrotate/postrotate/coordinator/dispatch"
+	"github.com/postrotate/postrotate/coordinator/inventory"
+	"github.com/postrotate/postrotate/coordinator/password"
+	"github.com/postrotate/postrotate/coordinator/plan"
+	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/messages"
+)
+
+// Options configure a Server. A zero field means its default.
+type Options struct {
+	// Inventory is the deployment's records. Required.
+	Inventory *inventory.Inventory
+	// Dispatch configures the dispatcher and the JetStream layout.
+	Dispatch dispatch.Options
+	// Logger receives the server's logs. Defaults to a disabled logger.
+	Logger *zerolog.Logger
+	// Now returns the current time. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Server runs rotations.
+type Server struct {
+	js    jetstream.JetStream
+	opts  Options
+	log   zerolog.Logger
+	disp  *dispatch.Dispatcher
+	store *runs.Store
+
+	mu      sync.Mutex
+	quit    chan struct{} // closed by Stop
+	running sync.WaitGroup
+	stopped bool
+}
+
+// InputError marks a rotation refused because of what was asked.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// New returns a server; Start makes it ready.
+func New(js jetstream.JetStream, opts Options) (*Server, error) {
+	if opts.Inventory == nil {
+		return nil, errors.New("server: inventory is required")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := zerolog.Nop()
+	if opts.Logger != nil {
+		log = *opts.Logger
+	}
+	opts.Dispatch.Logger = cmp.Or(opts.Dispatch.Logger, &log)
+	return &Server{
+		js:   js,
+		opts: opts,
+		log:  log.With().Str("component", "server").Logger(),
+		disp: dispatch.New(js, opts.Dispatch),
+		quit: make(chan struct{}),
+	}, nil
+}
+
+// Hosts returns every host id the inventory sends tasks to.
+func Hosts(inv *inventory.Inventory) []string {
+	var hosts []string
+	for _, r := range inv.Records {
+		for _, h := range []string{r.Gateway, r.Worker} {
+			if h != "" && !slices.Contains(hosts, h) {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	return hosts
+}
+
+// Start creates or updates the streams, buckets and consumers, then resumes
+// the rotations a previous coordinator left running.
+func (s *Server) Start(ctx context.Context) error {
+	layout := s.opts.Dispatch.Layout
+	if err := layout.Setup(ctx, s.js); err != nil {
+		return err
+	}
+	if err := layout.EnsureHosts(ctx, s.js, Hosts(s.opts.Inventory)...); err != nil {
+		return err
+	}
+	store, err := runs.Open(ctx, s.js, layout.Subjects)
+	if err != nil {
+		return err
+	}
+	s.store = store
+	if err := store.ReleaseStale(ctx); err != nil {
+		return err
+	}
+	return s.resume(ctx)
+}
+
+// resume restarts every run left in state running.
+func (s *Server) resume(ctx context.Context) error {
+	all, err := s.store.List(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, run := range all {
+		if run.Finished() {
+			continue
+		}
+		log := s.log.With().Str("rotation_id", run.ID).Str("user_uid", run.User).Logger()
+		p, err := plan.New(s.opts.Inventory, run.User)
+		if err == nil {
+			err = samePlan(run, p)
+		}
+		if err != nil || run.Secret == nil {
+			if err == nil {
+				err = errors.New("its credentials were not stored")
+			}
+			log.Error().Err(err).Msg("rotation cannot be resumed")
+			s.finish(ctx, run, dispatch.Outcome{}, fmt.Errorf("cannot resume after a coordinator restart: %w", err))
+			continue
+		}
+		log.Info().Msg("resuming rotation")
+		s.launch(run, p, true)
+	}
+	return nil
+}
+
+// samePlan checks that the inventory still plans the run's steps.
+func samePlan(run runs.Run, p *plan.Plan) error {
+	if len(run.Steps) != len(p.Steps) {
+		return fmt.Errorf("the inventory changed: %d steps planned now, %d when the rotation started", len(p.Steps), len(run.Steps))
+	}
+	for i, st := range p.Steps {
+		if want := stepOf(st); run.Steps[i] != want {
+			return fmt.Errorf("the inventory changed: step %d was %s on %s, is now %s on %s", i+1, run.Steps[i].Name, run.Steps[i].Host, want.Name, want.Host)
+		}
+	}
+	return nil
+}
+
+func stepOf(st plan.Step) runs.Step {
+	return runs.Step{Index: st.Index, Host: st.Host, UID: st.RecordUID, Name: st.Script.Name, Title: st.Script.Title}
+}
+
+// Rotate starts the rotation of user and returns its run at once. It
+// returns an *InputError for an unknown or unsupported user, and a
+// *runs.BusyError when the user has a running rotation.
+func (s *Server) Rotate(ctx context.Context, user string) (runs.Run, error) {
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		return runs.Run{}, errors.New("server is stopping")
+	}
+	p, err := plan.New(s.opts.Inventory, user)
+	if err != nil {
+		return runs.Run{}, &InputError{err}
+	}
+	if err := p.CheckSupported(); err != nil {
+		return runs.Run{}, &InputError{err}
+	}
+	newPassword, err := password.Generate(p.User.Rotation.Complexity)
+	if err != nil {
+		return runs.Run{}, &InputError{fmt.Errorf("user %s: generate password: %w", user, err)}
+	}
+	now := s.opts.Now()
+	run := runs.Run{
+		ID: dispatch.NewID(), User: user, State: runs.StateRunning, CreatedAt: now, UpdatedAt: now,
+		Secret: &runs.Secret{NewPassword: newPassword, OldPassword: p.User.Password()},
+	}
+	for _, st := range p.Steps {
+		run.Steps = append(run.Steps, stepOf(st))
+	}
+	if err := s.store.Lock(ctx, user, run.ID); err != nil {
+		return runs.Run{}, err
+	}
+	if err := s.store.Put(ctx, run); err != nil {
+		_ = s.store.Unlock(context.WithoutCancel(ctx), user, run.ID)
+		return runs.Run{}, err
+	}
+	s.launch(run, p, false)
+	run.Secret = nil
+	return run, nil
+}
+
+// launch runs a rotation in the background until it ends or Stop.
+func (s *Server) launch(run runs.Run, p *plan.Plan, resume bool) {
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-s.quit:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		out, err := s.disp.Run(ctx, dispatch.Rotation{
+			ID: run.ID, Plan: p, NewPassword: run.Secret.NewPassword, OldPassword: run.Secret.OldPassword, Resume: resume,
+		})
+		if ctx.Err() != nil {
+			// Stopping: the run stays "running" in the store and resumes at the next start.
+			s.log.Info().Str("rotation_id", run.ID).Msg("rotation interrupted by shutdown; it resumes at the next start")
+			return
+		}
+		s.finish(context.Background(), run, out, err)
+	}()
+}
+
+// finish records the end of a run and releases the user's lock.
+func (s *Server) finish(ctx context.Context, run runs.Run, out dispatch.Outcome, err error) {
+	now := s.opts.Now()
+	run.Secret = nil
+	run.UpdatedAt, run.FinishedAt = now, now
+	run.Succeeded, run.Failed = out.Succeeded, out.Failed
+	run.State = runs.StateCompleted
+	if err != nil || out.Failed > 0 || len(out.Results) < len(run.Steps) {
+		run.State = runs.StateFailed
+	}
+	if err != nil {
+		run.Error = err.Error()
+	}
+	if perr := s.store.Put(ctx, run); perr != nil {
+		s.log.Error().Err(perr).Str("rotation_id", run.ID).Msg("store finished run")
+	}
+	if uerr := s.store.Unlock(ctx, run.User, run.ID); uerr != nil {
+		s.log.Error().Err(uerr).Str("rotation_id", run.ID).Msg("release user lock")
+	}
+}
+
+// View is a run with the results of its steps so far.
+type View struct {
+	runs.Run
+	Results []messages.RotationResult `json:"results"`
+}
+
+// Get returns a run and its results so far.
+func (s *Server) Get(ctx context.Context, id string) (View, error) {
+	run, err := s.store.Get(ctx, id)
+	if err != nil {
+		return View{}, err
+	}
+	run.Secret = nil
+	results, err := s.disp.Results(ctx, id, len(run.Steps))
+	if err != nil {
+		return View{}, err
+	}
+	if results == nil {
+		results = []messages.RotationResult{}
+	}
+	return View{Run: run, Results: results}, nil
+}
+
+// List returns the runs, newest first, optionally of one user.
+func (s *Server) List(ctx context.Context, user string) ([]runs.Run, error) {
+	all, err := s.store.List(ctx, user)
+	for i := range all {
+		all[i].Secret = nil
+	}
+	return all, err
+}
+
+// Workers returns the registered, live workers.
+func (s *Server) Workers(ctx context.Context) ([]messages.WorkerInfo, error) {
+	kv, err := s.js.KeyValue(ctx, s.opts.Dispatch.Layout.Subjects.WorkersBucket())
+	if err != nil {
+		return nil, fmt.Errorf("open workers bucket: %w", err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list workers: %w", err)
+	}
+	var out []messages.WorkerInfo
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue // expired meanwhile
+		}
+		var wi messages.WorkerInfo
+		if json.Unmarshal(e.Value(), &wi) == nil {
+			out = append(out, wi)
+		}
+	}
+	return out, nil
+}
+
+// Stop stops starting rotations and interrupts the running ones; they stay
+// "running" in the store and resume at the next Start. Safe to call twice.
+func (s *Server) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.quit)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.running.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
