@@ -1,0 +1,343 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/dispatch"
+	"github.com/postrotate/postrotate/coordinator/inventory"
+	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/worker"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// inventoryFor writes scripts and an inventory with two users (alice, bob)
+// whose scripts run on gateway gw and machine m1.
+func inventoryFor(t *testing.T, scripts map[string]string, userScripts, machineScripts string) *inventory.Inventory {
+	return inventoryFor2(t, scripts, userScripts, userScripts, machineScripts)
+}
+
+// inventoryFor2 gives alice and bob their own scripts; bob's configuration
+// has its own gateway, gw2.
+func inventoryFor2(t *testing.T, scripts map[string]string, aliceScripts, bobScripts, machineScripts string) *inventory.Inventory {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range scripts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	y := fmt.Sprintf(`version: 1
+records:
+  - {uid: cfg, type: pamConfiguration, gateway: gw}
+  - {uid: cfg2, type: pamConfiguration, gateway: gw2}
+  - {uid: m1, type: pamMachine, worker: m1, scripts: %s}
+  - uid: alice
+    type: pamUser
+    fields: [{type: login, value: alice}, {type: password, value: a-old}]
+    rotation: {type: scripts_only, resource: m1, configuration: cfg}
+    scripts: %s
+  - uid: bob
+    type: pamUser
+    fields: [{type: login, value: bob}, {type: password, value: b-old}]
+    rotation: {type: scripts_only, configuration: cfg2}
+    scripts: %s
+  - uid: gen
+    type: pamUser
+    fields: [{type: login, value: gen}]
+    rotation: {type: general, resource: m1, configuration: cfg}
+`, machineScripts, aliceScripts, bobScripts)
+	path := filepath.Join(dir, "inv.yaml")
+	if err := os.WriteFile(path, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := inventory.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inv
+}
+
+func startBroker(t *testing.T) (jetstream.JetStream, string) {
+	t.Helper()
+	store := t.TempDir()
+	b, err := broker.Start(broker.Options{StoreDir: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Shutdown)
+	nc, err := b.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, store
+}
+
+func startServer(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory, opts dispatch.Options) *Server {
+	t.Helper()
+	s, err := New(js, Options{Inventory: inv, Dispatch: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	return s
+}
+
+func startWorkers(t *testing.T, js jetstream.JetStream, hosts ...string) {
+	t.Helper()
+	for _, h := range hosts {
+		w, err := worker.New(js, worker.Options{Host: h, Name: h + "-test", FetchWait: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 0)
+			defer cancel()
+			_ = w.Stop(ctx)
+		})
+	}
+}
+
+func do(t *testing.T, h http.Handler, method, path, body string, out any) int {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if out != nil {
+		if err := json.Unmarshal(rec.Body.Bytes(), out); err != nil {
+			t.Fatalf("%s %s: %d %s: %v", method, path, rec.Code, rec.Body, err)
+		}
+	}
+	return rec.Code
+}
+
+// waitFinished polls GET /v1/rotations/{id} until the run has finished.
+func waitFinished(t *testing.T, h http.Handler, id string) View {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var v View
+		if code := do(t, h, "GET", "/v1/rotations/"+id, "", &v); code != http.StatusOK {
+			t.Fatalf("GET rotation: %d", code)
+		}
+		if v.Finished() {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotation %s not finished: %+v", id, v)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitFile waits until path exists.
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRotationThroughHTTP(t *testing.T) {
+	t.Parallel()
+	inv := inventoryFor(t, map[string]string{"u.sh": "echo user $POSTROTATE_STEP\n", "m.sh": "echo machine\n"}, "[{file: u.sh}]", "[{file: m.sh}]")
+	js, _ := startBroker(t)
+	s := startServer(t, js, inv, dispatch.Options{})
+	startWorkers(t, js, "gw", "m1")
+	h := s.Handler()
+
+	var run runs.Run
+	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &run); code != http.StatusAccepted || run.ID == "" || len(run.Steps) != 2 {
+		t.Fatalf("POST: %d %+v", code, run)
+	}
+	if run.Secret != nil {
+		t.Fatal("the API returned the run's credentials")
+	}
+	v := waitFinished(t, h, run.ID)
+	if v.State != runs.StateCompleted || len(v.Results) != 2 || v.Results[0].Host != "gw" || v.Results[1].Host != "m1" ||
+		v.Results[0].Worker != "gw-test" || v.Results[1].Stdout != "machine\n" {
+		t.Fatalf("view = %+v", v)
+	}
+	var list []runs.Run
+	if code := do(t, h, "GET", "/v1/rotations?user=alice", "", &list); code != http.StatusOK || len(list) != 1 || list[0].ID != run.ID {
+		t.Fatalf("list: %d %+v", code, list)
+	}
+	if code := do(t, h, "GET", "/v1/rotations?user=bob", "", &list); code != http.StatusOK || len(list) != 0 {
+		t.Fatalf("list bob: %d %+v", code, list)
+	}
+	if code := do(t, h, "GET", "/healthz", "", nil); code != http.StatusOK {
+		t.Fatalf("healthz: %d", code)
+	}
+}
+
+func TestAPIErrors(t *testing.T) {
+	t.Parallel()
+	inv := inventoryFor(t, map[string]string{"u.sh": "exit 0\n", "m.sh": "exit 0\n"}, "[{file: u.sh}]", "[{file: m.sh}]")
+	js, _ := startBroker(t)
+	h := startServer(t, js, inv, dispatch.Options{}).Handler()
+	tests := []struct {
+		method, path, body string
+		want               int
+	}{
+		{"POST", "/v1/rotations", `{"user":`, http.StatusBadRequest},
+		{"POST", "/v1/rotations", `{}`, http.StatusBadRequest},
+		{"POST", "/v1/rotations", `{"user":"alice","extra":1}`, http.StatusBadRequest},
+		{"POST", "/v1/rotations", `{"user":"nobody"}`, http.StatusNotFound},
+		{"POST", "/v1/rotations", `{"user":"cfg"}`, http.StatusNotFound},
+		{"POST", "/v1/rotations", `{"user":"gen"}`, http.StatusUnprocessableEntity},
+		{"GET", "/v1/rotations/nope", "", http.StatusNotFound},
+		{"GET", "/v1/rotations/a.b", "", http.StatusNotFound},
+		{"DELETE", "/v1/rotations", "", http.StatusMethodNotAllowed},
+	}
+	for _, tt := range tests {
+		var eb ErrorBody
+		var out any = &eb
+		if tt.want == http.StatusMethodNotAllowed {
+			out = nil
+		}
+		if code := do(t, h, tt.method, tt.path, tt.body, out); code != tt.want || (out != nil && eb.Error == "") {
+			t.Errorf("%s %s %s: %d %q, want %d with a message", tt.method, tt.path, tt.body, code, eb.Error, tt.want)
+		}
+	}
+}
+
+// A second rotation of a user while one runs is refused with 409; another
+// user's rotation runs in parallel.
+func TestConcurrency(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// Each user's script marks that it started and waits for the other's
+	// mark: both succeed only when the two rotations run at the same time.
+	wait := func(me, other string) string {
+		return fmt.Sprintf("touch %[1]s/%[2]s\ni=0\nwhile [ ! -e %[1]s/%[3]s ]; do sleep 0.05; i=$((i+1)); [ $i -gt 600 ] && exit 9; done\nexit 0\n", dir, me, other)
+	}
+	inv := inventoryFor2(t, map[string]string{"a.sh": wait("alice", "bob"), "b.sh": wait("bob", "alice"), "m.sh": "exit 0\n"},
+		"[{file: a.sh}]", "[{file: b.sh}]", "[{file: m.sh}]")
+	js, _ := startBroker(t)
+	s := startServer(t, js, inv, dispatch.Options{})
+	startWorkers(t, js, "gw", "gw2", "m1")
+	h := s.Handler()
+
+	var a, b runs.Run
+	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &a); code != http.StatusAccepted {
+		t.Fatalf("POST alice: %d", code)
+	}
+	waitFile(t, filepath.Join(dir, "alice"))
+	var eb ErrorBody
+	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &eb); code != http.StatusConflict || !strings.Contains(eb.Error, a.ID) {
+		t.Fatalf("second POST alice: %d %q", code, eb.Error)
+	}
+	if code := do(t, h, "POST", "/v1/rotations", `{"user":"bob"}`, &b); code != http.StatusAccepted {
+		t.Fatalf("POST bob: %d", code)
+	}
+	for _, id := range []string{a.ID, b.ID} {
+		if v := waitFinished(t, h, id); v.State != runs.StateCompleted {
+			t.Fatalf("rotation %s: %+v", id, v)
+		}
+	}
+	// The lock is released with the run.
+	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &a); code != http.StatusAccepted {
+		t.Fatalf("POST alice after the first finished: %d", code)
+	}
+	waitFinished(t, h, a.ID)
+}
+
+// A coordinator stopped mid-rotation leaves the run in JetStream; the next
+// one resumes it: finished steps are not run again, the rotation completes.
+func TestResumeAfterRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	count := filepath.Join(dir, "count")
+	inv := inventoryFor(t, map[string]string{
+		"u.sh": "echo u >> " + count + "\n",
+		"m.sh": fmt.Sprintf("echo m >> %[1]s\ntouch %[2]s/m.started\nwhile [ ! -e %[2]s/release ]; do sleep 0.05; done\n", count, dir),
+	}, "[{file: u.sh}]", "[{file: m.sh}]")
+	js, _ := startBroker(t)
+	s1, err := New(js, Options{Inventory: inv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	startWorkers(t, js, "gw", "m1")
+	run, err := s1.Rotate(t.Context(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, "m.started"))
+	if err := s1.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s1.store.Get(t.Context(), run.ID); err != nil || r.State != runs.StateRunning {
+		t.Fatalf("after stop: %+v %v", r, err)
+	}
+	s2 := startServer(t, js, inv, dispatch.Options{})
+	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v := waitFinished(t, s2.Handler(), run.ID)
+	if v.State != runs.StateCompleted || len(v.Results) != 2 {
+		t.Fatalf("resumed run: %+v", v)
+	}
+	data, _ := os.ReadFile(count)
+	if got := strings.Fields(string(data)); strings.Join(got, ",") != "u,m" {
+		t.Fatalf("scripts ran %v, want each once", got)
+	}
+}
+
+// A step whose host has no live worker fails at its deadline, naming the
+// host, and the rotation ends.
+func TestOfflineHost(t *testing.T) {
+	t.Parallel()
+	inv := inventoryFor(t, map[string]string{"u.sh": "exit 0\n", "m.sh": "exit 0\n"}, "[{file: u.sh, timeout: 1s}]", "[{file: m.sh, timeout: 1s}]")
+	js, _ := startBroker(t)
+	s := startServer(t, js, inv, dispatch.Options{PickupTimeout: 500 * time.Millisecond, KillGrace: 500 * time.Millisecond})
+	startWorkers(t, js, "gw") // m1 has no worker
+	h := s.Handler()
+	var run runs.Run
+	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &run); code != http.StatusAccepted {
+		t.Fatalf("POST: %d", code)
+	}
+	v := waitFinished(t, h, run.ID)
+	if v.State != runs.StateFailed || len(v.Results) != 2 || !v.Results[0].Success || v.Results[1].Success ||
+		!strings.Contains(v.Results[1].Error, `"m1"`) {
+		t.Fatalf("view = %+v", v)
+	}
+}
