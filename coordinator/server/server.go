@@ -50,6 +50,7 @@ type Server struct {
 	quit    chan struct{} // closed by Stop
 	running sync.WaitGroup
 	stopped bool
+	unwatch func()
 }
 
 // InputError marks a rotation refused because of what was asked.
@@ -108,6 +109,13 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.store = store
+	unwatch, err := s.disp.WatchMaxDeliveries()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.unwatch = unwatch
+	s.mu.Unlock()
 	if err := store.ReleaseStale(ctx); err != nil {
 		return err
 	}
@@ -311,6 +319,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	if !s.stopped {
 		s.stopped = true
 		close(s.quit)
+		if s.unwatch != nil {
+			s.unwatch()
+		}
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})

@@ -1,0 +1,79 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/postrotate/postrotate/messages"
+)
+
+// maxDeliveriesAdvisory is the part of JetStream's MAX_DELIVERIES advisory
+// we use.
+type maxDeliveriesAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries int    `json:"deliveries"`
+}
+
+// WatchMaxDeliveries turns the MAX_DELIVERIES advisories of the task
+// consumers into failed steps: JetStream stops delivering such a task but
+// leaves it in the work queue, so the dispatcher publishes the step's
+// failed result (the waiting rotation goes on at once) and deletes the
+// task. Call the returned function to stop watching.
+func (d *Dispatcher) WatchMaxDeliveries() (stop func(), err error) {
+	subj := d.opts.Layout.Subjects
+	sub, err := d.js.Conn().Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+subj.TasksStream()+".*", func(m *nats.Msg) {
+		var adv maxDeliveriesAdvisory
+		if err := json.Unmarshal(m.Data, &adv); err != nil {
+			d.log.Warn().Err(err).Msg("decode max deliveries advisory")
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := d.maxDelivered(ctx, adv); err != nil {
+			d.log.Error().Err(err).Uint64("stream_seq", adv.StreamSeq).Str("consumer", adv.Consumer).Msg("handle max deliveries")
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watch max deliveries advisories: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+func (d *Dispatcher) maxDelivered(ctx context.Context, adv maxDeliveriesAdvisory) error {
+	subj := d.opts.Layout.Subjects
+	stream, err := d.js.Stream(ctx, subj.TasksStream())
+	if err != nil {
+		return err
+	}
+	msg, err := stream.GetMsg(ctx, adv.StreamSeq)
+	if err != nil {
+		return fmt.Errorf("read task %d: %w", adv.StreamSeq, err)
+	}
+	// Read what identifies the step even from a task that does not validate.
+	var head messages.Task
+	decodeErr := json.Unmarshal(msg.Data, &head)
+	if decodeErr == nil && messages.ValidToken(head.RotationID) && head.Step > 0 {
+		now := d.opts.Now()
+		rr := messages.RotationResult{
+			UID: head.RecordUID, Title: head.Script.Title, Name: head.Script.Name,
+			SchemaVersion: messages.SchemaVersion, RotationID: head.RotationID, Step: head.Step, Host: head.Host,
+			ExitCode: -1, StartedAt: now, FinishedAt: now,
+			Error: fmt.Sprintf("task delivered %d times to host %q without being acknowledged (max deliveries): removed from the queue", adv.Deliveries, head.Host),
+		}
+		if err := d.publishResult(ctx, rr); err != nil {
+			return fmt.Errorf("publish result of task %d: %w", adv.StreamSeq, err)
+		}
+	}
+	if err := stream.DeleteMsg(ctx, adv.StreamSeq); err != nil {
+		return fmt.Errorf("delete task %d: %w", adv.StreamSeq, err)
+	}
+	d.log.Warn().Uint64("stream_seq", adv.StreamSeq).Int("deliveries", adv.Deliveries).Str("rotation_id", head.RotationID).
+		Int("step", head.Step).Msg("task reached max deliveries: step failed, task removed")
+	return nil
+}

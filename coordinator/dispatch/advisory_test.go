@@ -1,0 +1,73 @@
+package dispatch
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/postrotate/postrotate/messages"
+)
+
+// A task that reaches MaxDeliver (a worker that takes it and never acks)
+// becomes a failed step, and leaves the work queue.
+func TestMaxDeliveriesFailsStep(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	layout := Layout{AckWait: 300 * time.Millisecond, MaxDeliver: 2, PinnedTTL: 300 * time.Millisecond}
+	if err := layout.EnsureHosts(t.Context(), b.js, "gw-1"); err != nil {
+		t.Fatal(err)
+	}
+	d := New(b.js, Options{Layout: layout})
+	stop, err := d.WatchMaxDeliveries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	// A broken worker: takes every delivery and never answers.
+	cons, err := b.js.Consumer(t.Context(), "POSTROTATE_TASKS", "host_gw-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second), jetstream.FetchPriorityGroup(messages.PriorityGroup))
+			if err != nil {
+				continue
+			}
+			for range batch.Messages() {
+			}
+		}
+	}()
+
+	out, err := d.Run(t.Context(), Rotation{ID: NewID(), Plan: b.plan, NewPassword: "n", OldPassword: "o"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Failed != 1 || !strings.Contains(out.Results[0].Error, "max deliveries") {
+		t.Fatalf("outcome = %+v", out.Results)
+	}
+	s, err := b.js.Stream(t.Context(), "POSTROTATE_TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := s.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tasks left in the queue", info.State.Msgs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
