@@ -1,7 +1,7 @@
 # postrotate — run `make help` for the targets.
 SHELL := /bin/bash
 GO ?= go
-MODULES := payload messages executor worker coordinator
+MODULES := payload messages executor worker coordinator examples/integration
 PKGS := $(foreach m,$(MODULES),./$(m)/...)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2

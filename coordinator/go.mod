@@ -41,3 +41,5 @@ replace github.com/postrotate/postrotate/messages => ../messages
 replace github.com/postrotate/postrotate/worker => ../worker
 
 replace github.com/postrotate/postrotate/payload => ../payload
+
+tool github.com/nats-io/nats-server/v2

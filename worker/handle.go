@@ -21,6 +21,7 @@ type message interface {
 	Metadata() (*jetstream.MsgMetadata, error)
 	InProgress() error
 	DoubleAck(ctx context.Context) error
+	NakWithDelay(delay time.Duration) error
 	TermWithReason(reason string) error
 }
 
@@ -29,6 +30,7 @@ type disposition int
 
 const (
 	ack   disposition = iota // handled, its result is published
+	nak                      // not run: deliver it again after NakDelay
 	term                     // never deliver again: it is not a task
 	leave                    // result not published: let it be redelivered
 )
@@ -47,17 +49,37 @@ func (w *Worker) handle(ctx context.Context, msg message) {
 	log := w.log.With().Str("rotation_id", task.RotationID).Int("step", task.Step).Int("attempt", attempt).Logger()
 	log.Debug().Str("uid", task.RecordUID).Str("script", task.Script.Name).Msg("task received")
 
-	if reason := w.refusal(task, attempt); reason != "" {
-		log.Warn().Str("reason", reason).Msg("task refused")
-		w.finish(ctx, msg, w.publish(ctx, log, task, w.notRun(task, attempt, "refused: "+reason)))
+	v := w.decide(ctx, task, attempt)
+	switch v.do {
+	case retryIt:
+		log.Warn().Err(v.cause).Dur("retry_in", w.opts.NakDelay).Msg("task not run: its started marker is unavailable")
+		w.finish(ctx, msg, nak)
+		return
+	case refuseIt:
+		log.Warn().Str("reason", v.reason).Msg("task refused")
+		w.finish(ctx, msg, w.publish(ctx, log, task, w.notRun(task, attempt, v.reason)))
+		return
+	case ackIt:
+		log.Info().Msg("task already run and reported; acknowledged")
+		w.finish(ctx, msg, ack)
 		return
 	}
+	if v.prev != nil {
+		log.Warn().Str("started_by", v.prev.Worker).Time("started_at", v.prev.StartedAt).Int("started_attempt", v.prev.Attempt).
+			Msg("script was interrupted; running it again (retry_on_interrupt)")
+	}
 	res := w.run(ctx, log, msg, task, attempt)
-	w.finish(ctx, msg, w.publish(ctx, log, task, res))
+	d := w.publish(ctx, log, task, res)
+	if d == ack {
+		if err := w.markReported(ctx, task, v); err != nil {
+			log.Warn().Err(err).Msg("mark task reported")
+		}
+	}
+	w.finish(ctx, msg, d)
 }
 
 // finish applies the disposition to the message: the one place that
-// decides between ack and term.
+// decides between ack, nak and term.
 func (w *Worker) finish(ctx context.Context, msg message, d disposition) {
 	// A hard stop must not keep a finished script's outcome from the broker.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -66,6 +88,8 @@ func (w *Worker) finish(ctx context.Context, msg message, d disposition) {
 	switch d {
 	case ack:
 		err = msg.DoubleAck(ctx)
+	case nak:
+		err = msg.NakWithDelay(w.opts.NakDelay)
 	case term:
 		err = msg.TermWithReason("postrotate: not a valid task")
 	case leave:
@@ -76,17 +100,15 @@ func (w *Worker) finish(ctx context.Context, msg message, d disposition) {
 	}
 }
 
-// refusal returns why the task must not run here, or "".
-func (w *Worker) refusal(task messages.Task, attempt int) string {
+// refusal returns why the task can never run on this worker, or "".
+// Expiry is decided with the started marker (see decide): an expired task
+// that was started is in doubt rather than merely expired.
+func (w *Worker) refusal(task messages.Task) string {
 	switch {
 	case task.Host != w.opts.Host:
 		return fmt.Sprintf("task is for host %q, this worker serves %q", task.Host, w.opts.Host)
-	case task.Expired(w.opts.Now()):
-		return fmt.Sprintf("task expired at %s before a worker could start it", task.ExpiresAt.UTC().Format(time.RFC3339))
 	case w.opts.Executors[task.Runner] == nil:
 		return fmt.Sprintf("this worker has no %q runner", task.Runner)
-	case attempt > 1:
-		return fmt.Sprintf("in doubt: delivered again (attempt %d) after a delivery that may have started the script; not run twice", attempt)
 	}
 	return ""
 }

@@ -21,9 +21,12 @@ import (
 type Options struct {
 	// Host is the host id whose tasks this worker runs. Required.
 	Host string
-	// Name identifies this worker instance in results. Defaults to
-	// "<hostname>-<pid>".
+	// Name identifies this worker instance in results, in its registration
+	// and in started markers. Defaults to "<hostname>-<pid>".
 	Name string
+	// Version is the worker's version, published in its registration.
+	// Defaults to "dev".
+	Version string
 	// Subjects names subjects, streams and consumers. Defaults to the
 	// "postrotate" prefix.
 	Subjects messages.Subjects
@@ -41,6 +44,14 @@ type Options struct {
 	// PublishTimeout bounds the retries of publishing one result.
 	// Defaults to 1m.
 	PublishTimeout time.Duration
+	// HeartbeatEvery is how often the worker refreshes its registration in
+	// the workers bucket; keep it well under the bucket's TTL. Defaults to
+	// 5s.
+	HeartbeatEvery time.Duration
+	// NakDelay is how long a task waits before it is delivered again when
+	// its started marker could not be read or written (the started bucket
+	// is missing or unreachable). Defaults to 5s.
+	NakDelay time.Duration
 	// Now returns the current time. Defaults to time.Now.
 	Now func() time.Time
 }
@@ -51,15 +62,23 @@ type Worker struct {
 	opts Options
 	log  zerolog.Logger
 
+	// startedKV is the handle of the started bucket, opened on first use; only
+	// the loop's goroutine touches it.
+	startedKV jetstream.KeyValue
+
 	mu       sync.Mutex
 	started  bool
 	stopping chan struct{} // closed by Stop: fetch no more
 	done     chan struct{} // closed when the loop has ended
 	hardStop context.CancelFunc
+	hb       *heartbeat // ended by Stop, after the loop
 }
 
 // ErrNoHost is returned by New when Options.Host is empty.
 var ErrNoHost = errors.New("worker: host is required")
+
+// ErrInvalidOptions is wrapped by New's errors for other bad options.
+var ErrInvalidOptions = errors.New("worker: invalid options")
 
 // New returns a worker for opts.Host using js.
 func New(js jetstream.JetStream, opts Options) (*Worker, error) {
@@ -75,6 +94,20 @@ func New(js jetstream.JetStream, opts Options) (*Worker, error) {
 	}
 	opts.FetchWait = cmp.Or(opts.FetchWait, 5*time.Second)
 	opts.PublishTimeout = cmp.Or(opts.PublishTimeout, time.Minute)
+	opts.Version = cmp.Or(opts.Version, "dev")
+	opts.HeartbeatEvery = cmp.Or(opts.HeartbeatEvery, 5*time.Second)
+	opts.NakDelay = cmp.Or(opts.NakDelay, 5*time.Second)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"FetchWait", opts.FetchWait}, {"InProgressEvery", opts.InProgressEvery}, {"PublishTimeout", opts.PublishTimeout},
+		{"HeartbeatEvery", opts.HeartbeatEvery}, {"NakDelay", opts.NakDelay},
+	} {
+		if d.v < 0 {
+			return nil, fmt.Errorf("%w: %s: %s is negative", ErrInvalidOptions, d.name, d.v)
+		}
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -86,8 +119,11 @@ func New(js jetstream.JetStream, opts Options) (*Worker, error) {
 	return &Worker{js: js, opts: opts, log: log}, nil
 }
 
-// Start binds to the host's consumer and starts pulling tasks. It returns at
-// once; the consumer must exist (the coordinator creates it).
+// Start binds to the host's consumer, starts pulling tasks and starts the
+// heartbeat that keeps the worker registered. It returns at once; the
+// consumer must exist (the coordinator creates it). The KV buckets need not
+// exist yet: until they do, the heartbeat logs and retries, and tasks are
+// not run but delivered again later (see the package doc).
 func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -106,15 +142,19 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.stopping = make(chan struct{})
 	w.done = make(chan struct{})
 	w.hardStop = cancel
+	// The heartbeat outlives a hard stop: it ends once the loop has.
+	w.hb = w.startHeartbeat(context.WithoutCancel(ctx))
 	go w.loop(runCtx, cons)
 	w.log.Info().Msg("worker started")
 	return nil
 }
 
 // Stop stops pulling tasks and waits for the running script to finish and
-// be reported. When ctx ends first, the pull and the running script are
-// cancelled (the script's process tree is killed) and Stop returns
-// ctx.Err(). Stop is safe to call twice, and before Start.
+// be reported; then it stops the heartbeat and deletes the worker's
+// registration (waiting at most 5s for the broker to confirm). When ctx ends first,
+// the pull and the running script are cancelled (the script's process tree
+// is killed) and Stop returns ctx.Err(). Stop is safe to call twice, and
+// before Start.
 func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Lock()
 	if !w.started {
@@ -126,18 +166,20 @@ func (w *Worker) Stop(ctx context.Context) error {
 	default:
 		close(w.stopping)
 	}
-	done, hardStop := w.done, w.hardStop
+	done, hardStop, hb := w.done, w.hardStop, w.hb
 	w.mu.Unlock()
 
+	var err error
 	select {
 	case <-done:
-		hardStop()
-		return nil
 	case <-ctx.Done():
 		hardStop()
 		<-done
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	hardStop()
+	hb.stop()
+	return err
 }
 
 func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,8 +48,10 @@ func (f *fakeExecutor) Jobs() []executor.Job {
 }
 
 type bundle struct {
+	srv      *server.Server
 	js       jetstream.JetStream
 	subj     messages.Subjects
+	cfg      config
 	exec     *fakeExecutor
 	results  chan messages.RotationResult
 	consumer jetstream.Consumer
@@ -56,10 +59,26 @@ type bundle struct {
 
 const host = "gw.1 test"
 
-// setup starts a real in-process JetStream with the task and result streams
-// and host's consumer (AckWait ackWait), and returns a worker for host.
-func setup(t *testing.T, ackWait time.Duration, mod func(*Options)) (*Worker, *bundle) {
+// config shapes setup's JetStream. A zero field means its default.
+type config struct {
+	// ackWait is the consumer's AckWait and PinnedTTL. Defaults to 30s.
+	ackWait time.Duration
+	// maxDeliver is the consumer's MaxDeliver. Defaults to 5.
+	maxDeliver int
+	// workerTTL is the workers bucket's TTL. Defaults to 30s, as the
+	// coordinator's layout.
+	workerTTL time.Duration
+	// noBuckets leaves the KV buckets out, as before a coordinator made them.
+	noBuckets bool
+}
+
+// setup starts a real in-process JetStream with the task and result streams,
+// host's consumer and the KV buckets, and returns a worker for host.
+func setup(t *testing.T, cfg config, mod func(*Options)) (*Worker, *bundle) {
 	t.Helper()
+	cfg.ackWait = cmp.Or(cfg.ackWait, 30*time.Second)
+	cfg.maxDeliver = cmp.Or(cfg.maxDeliver, 5)
+	cfg.workerTTL = cmp.Or(cfg.workerTTL, 30*time.Second)
 	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
 	if err != nil {
 		t.Fatal(err)
@@ -69,17 +88,10 @@ func setup(t *testing.T, ackWait time.Duration, mod func(*Options)) (*Worker, *b
 		t.Fatal("nats-server not ready")
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect("", nats.InProcessServer(srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := &bundle{srv: srv, cfg: cfg, exec: &fakeExecutor{}, results: make(chan messages.RotationResult, 100)}
+	nc, js := b.connect(t)
+	b.js = js
 	ctx := t.Context()
-	b := &bundle{js: js, exec: &fakeExecutor{}, results: make(chan messages.RotationResult, 100)}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.TasksStream(), Subjects: []string{b.subj.AllTasks()}, Retention: jetstream.WorkQueuePolicy}); err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +100,14 @@ func setup(t *testing.T, ackWait time.Duration, mod func(*Options)) (*Worker, *b
 	}
 	b.consumer, err = js.CreateConsumer(ctx, b.subj.TasksStream(), jetstream.ConsumerConfig{
 		Durable: b.subj.Consumer(host), FilterSubject: b.subj.Tasks(host), AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: ackWait, MaxAckPending: 1, MaxDeliver: 5,
-		PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{messages.PriorityGroup}, PinnedTTL: ackWait,
+		AckWait: cfg.ackWait, MaxAckPending: 1, MaxDeliver: cfg.maxDeliver,
+		PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{messages.PriorityGroup}, PinnedTTL: cfg.ackWait,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !cfg.noBuckets {
+		b.createBuckets(t)
 	}
 	sub, err := nc.Subscribe(b.subj.AllResults(), func(m *nats.Msg) {
 		rr, err := messages.DecodeResult(m.Data)
@@ -107,7 +122,28 @@ func setup(t *testing.T, ackWait time.Duration, mod func(*Options)) (*Worker, *b
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 
-	opts := Options{Host: host, Name: "w1", Executors: map[string]executor.Executor{messages.RunnerLocal: b.exec}, FetchWait: 200 * time.Millisecond}
+	return b.worker(t, js, b.exec, mod), b
+}
+
+// connect opens another connection to the server, closed at cleanup.
+func (b *bundle) connect(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect("", nats.InProcessServer(b.srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// worker returns a worker "w1" for host that runs local scripts with exec.
+func (b *bundle) worker(t *testing.T, js jetstream.JetStream, exec executor.Executor, mod func(*Options)) *Worker {
+	t.Helper()
+	opts := Options{Host: host, Name: "w1", Executors: map[string]executor.Executor{messages.RunnerLocal: exec}, FetchWait: 200 * time.Millisecond}
 	if mod != nil {
 		mod(&opts)
 	}
@@ -115,7 +151,43 @@ func setup(t *testing.T, ackWait time.Duration, mod func(*Options)) (*Worker, *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	return w, b
+	return w
+}
+
+// createBuckets creates the KV buckets as the coordinator's layout
+// (coordinator/dispatch.Layout.Buckets) does.
+func (b *bundle) createBuckets(t *testing.T) {
+	t.Helper()
+	for _, cfg := range []jetstream.KeyValueConfig{
+		{Bucket: b.subj.RunsBucket(), History: 1},
+		{Bucket: b.subj.WorkersBucket(), TTL: b.cfg.workerTTL},
+		{Bucket: b.subj.StartedBucket(), TTL: 30 * 24 * time.Hour},
+	} {
+		if _, err := b.js.CreateKeyValue(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (b *bundle) kv(t *testing.T, bucket string) jetstream.KeyValue {
+	t.Helper()
+	kv, err := b.js.KeyValue(t.Context(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// eventually polls cond until it holds, failing the test after 10s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func start(t *testing.T, w *Worker) {
@@ -192,7 +264,7 @@ func (b *bundle) waitDrained(t *testing.T) {
 
 func TestRunsTaskAndPublishesResult(t *testing.T) {
 	t.Parallel()
-	w, b := setup(t, 30*time.Second, nil)
+	w, b := setup(t, config{}, nil)
 	start(t, w)
 	b.publish(t, task(1))
 	rr := b.result(t)
@@ -212,7 +284,7 @@ func TestRunsTaskAndPublishesResult(t *testing.T) {
 
 func TestTasksRunInOrder(t *testing.T) {
 	t.Parallel()
-	w, b := setup(t, 30*time.Second, nil)
+	w, b := setup(t, config{}, nil)
 	for i := 1; i <= 5; i++ {
 		b.publish(t, task(i))
 	}
@@ -231,7 +303,7 @@ func TestTasksRunInOrder(t *testing.T) {
 
 func TestExitCodeAndErrorAreResults(t *testing.T) {
 	t.Parallel()
-	w, b := setup(t, 30*time.Second, nil)
+	w, b := setup(t, config{}, nil)
 	b.exec.run = func(context.Context, executor.Job) (executor.Result, error) {
 		return executor.Result{ExitCode: -1, Error: "timed out"}, errors.New("exec: S3cret-marker not found")
 	}
@@ -259,7 +331,7 @@ func TestRefusals(t *testing.T) {
 	other.Host = "another-host"
 	runner := task(3)
 	runner.Runner = messages.RunnerWinRM
-	w, b := setup(t, 30*time.Second, nil)
+	w, b := setup(t, config{}, nil)
 	start(t, w)
 	for _, tt := range []struct {
 		task messages.Task
@@ -283,7 +355,7 @@ func TestRefusals(t *testing.T) {
 
 func TestUndecodableTaskIsTerminatedAndReported(t *testing.T) {
 	t.Parallel()
-	w, b := setup(t, 30*time.Second, nil)
+	w, b := setup(t, config{}, nil)
 	start(t, w)
 	b.publish(t, []byte("not a task at all"))
 	// Readable rotation and step, but invalid: a refusal result is published.
@@ -298,28 +370,42 @@ func TestUndecodableTaskIsTerminatedAndReported(t *testing.T) {
 	}
 }
 
-func TestRedeliveredTaskIsNotRunTwice(t *testing.T) {
+// A first delivery that is never acknowledged and wrote no started marker
+// (a worker that died before starting the script): the redelivered task
+// runs, once.
+func TestRedeliveredTaskWithoutMarkerRunsOnce(t *testing.T) {
 	t.Parallel()
-	w, b := setup(t, time.Second, nil)
+	w, b := setup(t, config{ackWait: time.Second}, nil)
 	b.publish(t, task(1))
-	// A first delivery that is never acknowledged: a worker that died mid-script.
 	msgs, err := b.consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchPriorityGroup(messages.PriorityGroup))
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := 0
 	for range msgs.Messages() {
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("first delivery: %d messages", n)
 	}
 	start(t, w)
 	rr := b.result(t)
-	if rr.Success || rr.Attempt != 2 || len(b.exec.Jobs()) != 0 {
-		t.Fatalf("redelivered task: result %+v, %d jobs run", rr, len(b.exec.Jobs()))
+	if !rr.Success || rr.Attempt != 2 || rr.Worker != "w1" {
+		t.Fatalf("redelivered task: result %+v", rr)
 	}
 	b.waitDrained(t)
+	if n := len(b.exec.Jobs()); n != 1 {
+		t.Fatalf("script ran %d times", n)
+	}
+	m := b.marker(t, task(1).ID)
+	if m.Worker != "w1" || m.Host != host || m.Attempt != 2 || m.StartedAt.IsZero() || m.ReportedAt.IsZero() {
+		t.Fatalf("marker = %+v", m)
+	}
 }
 
 func TestInProgressKeepsLongScriptFromRedelivery(t *testing.T) {
 	t.Parallel()
-	w, b := setup(t, time.Second, nil)
+	w, b := setup(t, config{ackWait: time.Second}, nil)
 	b.exec.run = func(ctx context.Context, job executor.Job) (executor.Result, error) {
 		select {
 		case <-time.After(3 * time.Second): // three AckWaits
@@ -341,7 +427,7 @@ func TestInProgressKeepsLongScriptFromRedelivery(t *testing.T) {
 
 func TestGracefulStopFinishesRunningScript(t *testing.T) {
 	t.Parallel()
-	w, b := setup(t, 30*time.Second, nil)
+	w, b := setup(t, config{}, nil)
 	running := make(chan struct{})
 	release := make(chan struct{})
 	b.exec.run = func(ctx context.Context, job executor.Job) (executor.Result, error) {
@@ -352,6 +438,7 @@ func TestGracefulStopFinishesRunningScript(t *testing.T) {
 	if err := w.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	b.waitRegistered(t, "w1")
 	b.publish(t, task(1))
 	<-running
 	stopped := make(chan error)
@@ -361,12 +448,28 @@ func TestGracefulStopFinishesRunningScript(t *testing.T) {
 		t.Fatal("Stop returned while the script was running")
 	case <-time.After(200 * time.Millisecond):
 	}
+	// Still registered while the script runs.
+	if _, err := b.kv(t, b.subj.WorkersBucket()).Get(t.Context(), messages.WorkerKey(host, "w1")); err != nil {
+		t.Fatalf("registration while stopping: %v", err)
+	}
 	close(release)
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
-	if rr := b.result(t); !rr.Success || rr.Stdout != "finished" {
-		t.Fatalf("result = %+v", rr)
+	// Reported before Stop returned, and deregistered.
+	s, err := b.js.Stream(t.Context(), b.subj.ResultsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.GetLastMsgForSubject(t.Context(), b.subj.Result("rot-1", 1))
+	if err != nil {
+		t.Fatalf("result not stored when Stop returned: %v", err)
+	}
+	if rr, err := messages.DecodeResult(stored.Data); err != nil || !rr.Success || rr.Stdout != "finished" {
+		t.Fatalf("result = %+v, %v", rr, err)
+	}
+	if _, err := b.kv(t, b.subj.WorkersBucket()).Get(t.Context(), messages.WorkerKey(host, "w1")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("registration after Stop: %v, want key not found", err)
 	}
 	if err := w.Stop(context.Background()); err != nil {
 		t.Fatalf("second Stop: %v", err)
@@ -375,7 +478,7 @@ func TestGracefulStopFinishesRunningScript(t *testing.T) {
 
 func TestHardStopCancelsRunningScript(t *testing.T) {
 	t.Parallel()
-	w, b := setup(t, 30*time.Second, nil)
+	w, b := setup(t, config{}, nil)
 	running := make(chan struct{})
 	b.exec.run = func(ctx context.Context, job executor.Job) (executor.Result, error) {
 		close(running)

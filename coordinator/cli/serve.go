@@ -25,7 +25,7 @@ import (
 type serveConfig struct {
 	inventory, data, httpAddr, natsListen, natsURL, prefix string
 	localWorkers                                           bool
-	pickupTimeout                                          time.Duration
+	pickupTimeout, ackWait, pinnedTTL                      time.Duration
 }
 
 func newServe(g *globals) *cobra.Command {
@@ -63,6 +63,8 @@ coordinator killed mid-rotation resumes it when it starts again.`,
 	f.StringVar(&cfg.prefix, "prefix", messages.DefaultPrefix, "subject prefix")
 	f.BoolVar(&cfg.localWorkers, "local-workers", false, "also run an in-process worker for every host of the inventory (a single-machine setup)")
 	f.DurationVar(&cfg.pickupTimeout, "pickup-timeout", time.Minute, "how long a step waits for its host's worker before it fails")
+	f.DurationVar(&cfg.ackWait, "ack-wait", 30*time.Second, "how long a task may go without a sign of life from its worker before it is delivered again")
+	f.DurationVar(&cfg.pinnedTTL, "pinned-ttl", 30*time.Second, "how long a host's pinned worker may go without pulling before another worker of the host takes over")
 	_ = c.MarkFlagRequired("inventory")
 	return c
 }
@@ -100,8 +102,11 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	subj := messages.Subjects{Prefix: cfg.prefix}
 	srv, err := server.New(js, server.Options{
 		Inventory: inv,
-		Dispatch:  dispatch.Options{Layout: dispatch.Layout{Subjects: subj}, PickupTimeout: cfg.pickupTimeout},
-		Logger:    &log,
+		Dispatch: dispatch.Options{
+			Layout:        dispatch.Layout{Subjects: subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL},
+			PickupTimeout: cfg.pickupTimeout,
+		},
+		Logger: &log,
 	})
 	if err != nil {
 		return &exitError{ExitFailed, err}

@@ -187,7 +187,8 @@ func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, s
 		return d.failed(r, step, fmt.Sprintf("encode task: %v", err)), nil
 	}
 	subj := d.opts.Layout.Subjects
-	if _, err := d.js.Publish(ctx, subj.Tasks(step.Host), data, jetstream.WithMsgID(task.ID)); err != nil {
+	ack, err := d.js.Publish(ctx, subj.Tasks(step.Host), data, jetstream.WithMsgID(task.ID))
+	if err != nil {
 		return messages.RotationResult{}, fmt.Errorf("publish task of step %d: %w", step.Index, err)
 	}
 	d.event(ctx, log, subj.StepEvent(messages.EventStarted), messages.StepEvent{
@@ -195,11 +196,20 @@ func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, s
 	})
 	log.Debug().Str("script", step.Script.Name).Msg("task published")
 
+	// First deadline: a worker must have taken the task by its expiry.
+	rr, err := results.wait(ctx, step.Index, task.ExpiresAt)
 	deadline := task.ExpiresAt.Add(task.Script.Timeout() + d.opts.KillGrace)
-	rr, err := results.wait(ctx, step.Index, deadline)
+	if errors.Is(err, errDeadline) {
+		if taken, terr := d.withdraw(ctx, step.Host, ack.Sequence); terr != nil {
+			log.Warn().Err(terr).Msg("check task pickup")
+		} else if !taken {
+			deadline = time.Now() // withdrawn: it can never run
+		}
+		rr, err = results.wait(ctx, step.Index, deadline)
+	}
 	switch {
 	case errors.Is(err, errDeadline):
-		rr = d.failed(r, step, fmt.Sprintf("no result from host %q by %s: no worker of that host picked up the task within %s, or it did not report",
+		rr = d.failed(r, step, fmt.Sprintf("no result from host %q by %s: no live worker of that host took the task within %s, or it did not report",
 			step.Host, deadline.UTC().Format(time.RFC3339), d.opts.PickupTimeout))
 		// First result wins: a late worker result for this step is dropped as a duplicate.
 		if err := d.publishResult(context.WithoutCancel(ctx), rr); err != nil {
@@ -242,11 +252,12 @@ func (d *Dispatcher) task(r Rotation, step plan.Step) (messages.Task, error) {
 		Target:        step.Target,
 		RecordUID:     step.RecordUID,
 		Script: messages.Script{
-			Name:      step.Script.Name,
-			Title:     step.Script.Title,
-			Command:   step.Script.Command,
-			Content:   step.Script.Content,
-			TimeoutMS: step.Script.Timeout.Milliseconds(),
+			Name:             step.Script.Name,
+			Title:            step.Script.Title,
+			Command:          step.Script.Command,
+			Content:          step.Script.Content,
+			TimeoutMS:        step.Script.Timeout.Milliseconds(),
+			RetryOnInterrupt: step.Script.RetryOnInterrupt,
 		},
 		CreatedAt: now,
 		ExpiresAt: now.Add(d.opts.PickupTimeout),
@@ -264,6 +275,32 @@ func (d *Dispatcher) failed(r Rotation, step plan.Step, reason string) messages.
 		SchemaVersion: messages.SchemaVersion, RotationID: r.ID, Step: step.Index, Host: step.Host,
 		ExitCode: -1, StartedAt: now, FinishedAt: now, Error: reason,
 	}
+}
+
+// withdraw removes a task that no worker of host has taken yet from the
+// work queue and reports false; it reports true when a worker took it. A
+// worker that would receive it after the check refuses it as expired.
+func (d *Dispatcher) withdraw(ctx context.Context, host string, seq uint64) (taken bool, err error) {
+	subj := d.opts.Layout.Subjects
+	cons, err := d.js.Consumer(ctx, subj.TasksStream(), subj.Consumer(host))
+	if err != nil {
+		return false, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	if info.Delivered.Stream >= seq {
+		return true, nil
+	}
+	stream, err := d.js.Stream(ctx, subj.TasksStream())
+	if err != nil {
+		return false, err
+	}
+	if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, err
+	}
+	return false, nil
 }
 
 // storedResult reads the result of a step from the results stream.

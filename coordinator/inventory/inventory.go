@@ -138,6 +138,10 @@ type Script struct {
 	Timeout time.Duration
 	// Content is the script, read when the inventory is loaded.
 	Content []byte
+	// RetryOnInterrupt allows running the script again when the worker
+	// running it died mid-script (its outcome is unknown). Default false:
+	// such a step is reported "in doubt" and not run twice.
+	RetryOnInterrupt bool
 }
 
 // Rotation holds the rotation settings of a PAM User.

@@ -23,7 +23,7 @@ var (
 	recordKeys     = []string{"uid", "type", "title", "gateway", "worker", "connection", "fields", "scripts", "rotation"}
 	connectionKeys = []string{"protocol", "host", "port", "https", "admin", "known_hosts", "host_key", "insecure_ignore_host_key"}
 	fieldKeys      = []string{"type", "label", "value", "secret"}
-	scriptKeys     = []string{"file", "name", "title", "command", "records", "timeout"}
+	scriptKeys     = []string{"file", "name", "title", "command", "records", "timeout", "retry_on_interrupt"}
 	rotationKeys   = []string{"type", "resource", "configuration", "schedule", "timezone", "complexity", "stop_on_failure"}
 	complexityKeys = []string{"length", "upper", "lower", "digits", "special", "special_chars"}
 
@@ -286,6 +286,8 @@ func (d *decoder) script(n *yaml.Node, path string) Script {
 		Title:   d.str(m["title"], join(path, "title")),
 		Command: d.str(m["command"], join(path, "command")),
 		Timeout: DefaultScriptTimeout,
+		// An interrupted script is not run again unless it says it is safe.
+		RetryOnInterrupt: d.boolean(m["retry_on_interrupt"], join(path, "retry_on_interrupt")),
 	}
 	if s.File == "" {
 		d.addf(join(path, "file"), line(or(m["file"], n)), "required: the script's path, relative to the inventory file")

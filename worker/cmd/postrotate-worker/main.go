@@ -25,7 +25,7 @@ var Version = "dev"
 
 type config struct {
 	host, name, url, prefix, logLevel string
-	stopGrace                         time.Duration
+	stopGrace, heartbeat              time.Duration
 }
 
 func main() {
@@ -34,7 +34,8 @@ func main() {
 		Use:   "postrotate-worker --host ID --nats URL",
 		Short: "Run the post-rotation scripts of one host",
 		Long: `postrotate-worker binds to the task consumer of its host (created by the
-coordinator) and runs the host's tasks one at a time, in order.
+coordinator) and runs the host's tasks one at a time, in order. It registers
+in the workers KV bucket and refreshes its entry every --heartbeat.
 
 SIGTERM or SIGINT: stop pulling, let the running script finish and report,
 then exit; a second signal, or --stop-grace passing, kills the running
@@ -54,6 +55,7 @@ script's process tree.`,
 	f.StringVar(&cfg.prefix, "prefix", messages.DefaultPrefix, "subject prefix")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.DurationVar(&cfg.stopGrace, "stop-grace", 10*time.Minute, "how long a stop waits for the running script")
+	f.DurationVar(&cfg.heartbeat, "heartbeat", 5*time.Second, "how often the worker refreshes its registration (keep it under the workers bucket's TTL, 30s by default)")
 	_ = root.MarkFlagRequired("host")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -88,7 +90,8 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	w, err := worker.New(js, worker.Options{
-		Host: cfg.host, Name: cfg.name, Subjects: messages.Subjects{Prefix: cfg.prefix}, Logger: &log,
+		Host: cfg.host, Name: cfg.name, Version: Version, Subjects: messages.Subjects{Prefix: cfg.prefix}, Logger: &log,
+		HeartbeatEvery: cfg.heartbeat,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,219 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var bins struct {
+	postrotate, worker, natsServer string
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "postrotate-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	build := func(out, pkg string) string {
+		path := filepath.Join(dir, out)
+		cmd := exec.Command("go", "build", "-o", path, pkg)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+		return path
+	}
+	bins.postrotate = build("postrotate", "github.com/postrotate/postrotate/coordinator/cmd/postrotate")
+	bins.worker = build("postrotate-worker", "github.com/postrotate/postrotate/worker/cmd/postrotate-worker")
+	bins.natsServer = build("nats-server", "github.com/nats-io/nats-server/v2")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a process started by a test.
+type proc struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+func start(t *testing.T, name, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("--- %s logs ---\n%s", name, p.logs.String())
+		}
+	})
+	return p
+}
+
+// kill sends SIGKILL to the process group (the process and its scripts).
+func (p *proc) kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.exited
+}
+
+// killProcess sends SIGKILL to the process only: its scripts, in their own
+// process groups, live on as orphans, as when a worker crashes.
+func (p *proc) killProcess() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("signal %s: %v", p.name, err)
+	}
+}
+
+// waitExit waits for the process to exit and returns its error.
+func (p *proc) waitExit(d time.Duration) error {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(d):
+		p.t.Fatalf("%s did not exit within %s", p.name, d)
+		return nil
+	}
+}
+
+// waitLog waits until the process logged s.
+func (p *proc) waitLog(s string) {
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.logs.String(), s) {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("%s exited (%v) before logging %q", p.name, p.err, s)
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s did not log %q within 30s", p.name, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func touch(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// api calls the HTTP API of a serve process.
+type api struct {
+	t    *testing.T
+	base string
+}
+
+func (a api) do(method, path string, body any, out any) int {
+	a.t.Helper()
+	var rd *bytes.Reader
+	if body != nil {
+		data, _ := json.Marshal(body)
+		rd = bytes.NewReader(data)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequest(method, a.base+path, rd)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		_ = json.NewDecoder(resp.Body).Decode(out)
+	}
+	return resp.StatusCode
+}
+
+// waitUp waits until GET /healthz answers 200.
+func (a api) waitUp() {
+	a.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for a.do("GET", "/healthz", nil, nil) != http.StatusOK {
+		if time.Now().After(deadline) {
+			a.t.Fatalf("%s not healthy within 30s", a.base)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
