@@ -67,6 +67,10 @@ type Rotation struct {
 	// republished under the same message id (a duplicate the stream drops
 	// if the first copy is still there) and waited for.
 	Resume bool
+	// BeforeFinish, when set, is called with the outcome once every step has
+	// a result and before the rotation's completed/failed event, so that
+	// whoever sees the event also sees the stored outcome.
+	BeforeFinish func(Outcome, error)
 }
 
 // NewID returns a fresh, time-ordered rotation id (a UUIDv7).
@@ -139,6 +143,15 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 		out.add(rr)
 	}
 
+	if ctx.Err() != nil {
+		// Cut short (the coordinator stopping): no final event, the
+		// rotation is resumed later.
+		log.Info().Msg("rotation interrupted")
+		return out, runErr
+	}
+	if r.BeforeFinish != nil {
+		r.BeforeFinish(out, runErr)
+	}
 	kind := messages.EventCompleted
 	if !out.Success() {
 		kind = messages.EventFailed
@@ -150,7 +163,7 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 	if runErr != nil {
 		ev.Error = runErr.Error()
 	}
-	d.event(context.WithoutCancel(ctx), log, d.opts.Layout.Subjects.RotationEvent(kind), ev)
+	d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(kind), ev)
 	log.Info().Int("succeeded", out.Succeeded).Int("failed", out.Failed).Msg("rotation finished")
 	return out, runErr
 }

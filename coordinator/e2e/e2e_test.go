@@ -308,3 +308,36 @@ func TestExternalNATS(t *testing.T) {
 		t.Fatalf("rotation: %+v", v)
 	}
 }
+
+// Two workers started for one host: one receives the host's tasks (the
+// pinned client); when it dies, the other takes over.
+func TestTwoWorkersForOneHost(t *testing.T) {
+	t.Parallel()
+	d := deploy(t, "--pinned-ttl", "2s")
+	d.worker("gw", "gw-a")
+	a := d.worker("m1", "m1-a")
+	b := d.worker("m1", "m1-b")
+	seen := map[string]int{}
+	for range 4 {
+		v := d.wait(d.rotate("alice").ID)
+		if v.State != runs.StateCompleted {
+			t.Fatalf("rotation: %+v", v)
+		}
+		seen[v.Results[1].Worker]++
+	}
+	if len(seen) != 1 {
+		t.Fatalf("the tasks of m1 went to several workers: %v", seen)
+	}
+	pinned, other := a, b
+	if seen["m1-b"] > 0 {
+		pinned, other = b, a
+	}
+	pinned.killProcess()
+	v := d.wait(d.rotate("alice").ID)
+	if v.State != runs.StateCompleted || !strings.HasSuffix(other.name, v.Results[1].Worker) {
+		t.Fatalf("after the pinned worker died: %+v (other is %s)", v, other.name)
+	}
+	if got := strings.Count(d.ran(), "m"); got != 5 {
+		t.Fatalf("machine script ran %d times, want 5", got)
+	}
+}

@@ -223,15 +223,16 @@ func (s *Server) launch(run runs.Run, p *plan.Plan, resume bool) {
 			case <-ctx.Done():
 			}
 		}()
-		out, err := s.disp.Run(ctx, dispatch.Rotation{
+		_, _ = s.disp.Run(ctx, dispatch.Rotation{
 			ID: run.ID, Plan: p, NewPassword: run.Secret.NewPassword, OldPassword: run.Secret.OldPassword, Resume: resume,
+			BeforeFinish: func(out dispatch.Outcome, err error) {
+				s.finish(context.WithoutCancel(ctx), run, out, err)
+			},
 		})
 		if ctx.Err() != nil {
 			// Stopping: the run stays "running" in the store and resumes at the next start.
 			s.log.Info().Str("rotation_id", run.ID).Msg("rotation interrupted by shutdown; it resumes at the next start")
-			return
 		}
-		s.finish(context.Background(), run, out, err)
 	}()
 }
 
