@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
+	"github.com/postrotate/postrotate/messages"
 )
 
 // deployment is a serve process with its inventory, data and addresses.
@@ -149,6 +152,22 @@ func TestServeWithGatewayAndMachineWorkers(t *testing.T) {
 		t.Errorf("GET /v1/workers: %d %v", code, workers)
 	}
 	checkNoSecret(t, d.serve, gw, m1)
+
+	// The command-line client: same output and exit codes as one-shot mode.
+	out, err := exec.Command(bins.postrotate, "rotate", "--server", d.api.base, "--user", "alice", "--wait", "--json").Output()
+	if err != nil {
+		t.Fatalf("rotate --server --wait: %v\n%s", err, out)
+	}
+	var results []messages.RotationResult
+	if err := json.Unmarshal(out, &results); err != nil || len(results) != 3 || !results[2].Success {
+		t.Fatalf("rotate --server --wait --json: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bins.postrotate, "rotate", "--server", d.api.base, "--user", "nobody")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); cmd.ProcessState.ExitCode() != 2 || !strings.Contains(stderr.String(), "nobody") {
+		t.Fatalf("rotate --server of an unknown user: %v, stderr %q", err, stderr.String())
+	}
 }
 
 // serve killed with SIGKILL mid-rotation: restarted, it resumes the
