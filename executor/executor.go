@@ -49,6 +49,59 @@ type Job struct {
 	// OutputLimit is how many bytes of each stream are kept. Defaults to
 	// [DefaultOutputLimit].
 	OutputLimit int
+	// Target is the machine a remote executor (SSH, WinRM) runs the script
+	// on; nil for local and HTTP jobs.
+	Target *Target
+	// Request is the declarative request of an HTTP job; nil otherwise.
+	Request *Request
+}
+
+// Target is a remote machine and the admin credential to log in with. The
+// Password, PrivateKey and Passphrase are secrets: an executor adds them to
+// what it masks.
+type Target struct {
+	Host  string
+	Port  int  // defaults: 22 for SSH, 5985 (5986 with HTTPS) for WinRM
+	HTTPS bool // WinRM over HTTPS
+	Login string
+	// Password logs in (SSH password auth, WinRM NTLM/Basic).
+	Password string
+	// PrivateKey is a PEM private key for SSH public key auth, with its
+	// Passphrase when encrypted.
+	PrivateKey string
+	Passphrase string
+	// KnownHosts is the content of an OpenSSH known_hosts file that must
+	// hold the machine's host key; HostKey is a pinned key in
+	// authorized_keys format. One of them is required for SSH unless
+	// InsecureIgnoreHostKey is set.
+	KnownHosts string
+	HostKey    string
+	// InsecureIgnoreHostKey accepts any SSH host key or WinRM HTTPS
+	// certificate. For tests and explicit trust-on-first-use only.
+	InsecureIgnoreHostKey bool
+	// CACert is a PEM CA bundle that must sign a WinRM HTTPS certificate;
+	// empty means the system roots.
+	CACert string
+}
+
+// Secrets returns the target's secret values.
+func (t *Target) Secrets() []string {
+	if t == nil {
+		return nil
+	}
+	return []string{t.Password, t.PrivateKey, t.Passphrase}
+}
+
+// Request is a declarative HTTP request. URL, header values and Body are Go
+// templates over the payload: {{.NewPassword}}, {{.OldPassword}}, {{.User}},
+// {{.UserRecordUID}}, {{record "Title" "field"}}.
+type Request struct {
+	Method  string
+	URL     string
+	Headers map[string]string
+	Body    string
+	// ExpectStatus lists the statuses that mean success; empty means any 2xx.
+	ExpectStatus []int
 }
 
 // EffectiveTimeout is the job's script timeout with the default applied.
@@ -71,7 +124,7 @@ func (j Job) EffectiveOutputLimit() int {
 // Masker returns the masker for everything the job's Result carries: the
 // Secrets, their variants, and the Stdin line (without its line ending).
 func (j Job) Masker() *Masker {
-	secrets := append([]string(nil), j.Secrets...)
+	secrets := append(append([]string(nil), j.Secrets...), j.Target.Secrets()...)
 	line := strings.TrimSuffix(strings.TrimSuffix(string(j.Stdin), "\n"), "\r")
 	if line != "" {
 		secrets = append(secrets, line)
