@@ -17,16 +17,20 @@ const (
 
 // Task asks the worker of Host to run one post-rotation script.
 type Task struct {
-	SchemaVersion int       `json:"schema_version"`
-	ID            string    `json:"id"` // unique per task, also the JetStream dedup id
-	RotationID    string    `json:"rotation_id"`
-	Step          int       `json:"step"` // 1-based position in the rotation
-	Host          string    `json:"host"` // host id of the worker that must run it
-	Runner        string    `json:"runner"`
-	Target        string    `json:"target,omitempty"` // machine record uid for ssh/winrm
-	RecordUID     string    `json:"uid"`              // record the script is attached to
-	Script        Script    `json:"script"`
-	CreatedAt     time.Time `json:"created_at"`
+	SchemaVersion int    `json:"schema_version"`
+	ID            string `json:"id"` // unique per task, also the JetStream dedup id
+	RotationID    string `json:"rotation_id"`
+	Step          int    `json:"step"` // 1-based position in the rotation
+	Host          string `json:"host"` // host id of the worker that must run it
+	Runner        string `json:"runner"`
+	Target        string `json:"target,omitempty"` // machine record uid for ssh/winrm
+	RecordUID     string `json:"uid"`              // record the script is attached to
+	Script        Script `json:"script"`
+	// Connection is how the worker reaches Target (ssh and winrm runners).
+	Connection *Connection `json:"connection,omitempty"`
+	// Request is the declarative request of the http runner.
+	Request   *Request  `json:"request,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 	// ExpiresAt is the time after which the task must not start: a worker
 	// that receives it later refuses it instead of running a stale script.
 	ExpiresAt time.Time `json:"expires_at"`
@@ -51,10 +55,45 @@ type Script struct {
 // Timeout returns the script timeout as a duration.
 func (s Script) Timeout() time.Duration { return time.Duration(s.TimeoutMS) * time.Millisecond }
 
+// Connection is the non-secret part of how a gateway reaches a machine.
+type Connection struct {
+	Protocol string `json:"protocol"` // ssh | winrm
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	HTTPS    bool   `json:"https,omitempty"`
+	// KnownHosts is the content of a known_hosts file holding the machine's
+	// host key; HostKey a pinned key in authorized_keys format (ssh).
+	KnownHosts string `json:"known_hosts,omitempty"`
+	HostKey    string `json:"host_key,omitempty"`
+	// CACert is a PEM bundle for WinRM over HTTPS.
+	CACert                string `json:"ca_cert,omitempty"`
+	InsecureIgnoreHostKey bool   `json:"insecure_ignore_host_key,omitempty"`
+}
+
+// Request is a declarative HTTP request; URL, header values and body are
+// templates over the payload, rendered by the worker.
+type Request struct {
+	Method       string            `json:"method"`
+	URL          string            `json:"url"`
+	Headers      map[string]string `json:"headers,omitempty"`
+	Body         string            `json:"body,omitempty"`
+	ExpectStatus []int             `json:"expect_status,omitempty"`
+}
+
 // TaskSecret is the secret part of a task.
 type TaskSecret struct {
 	Stdin []byte   `json:"stdin"` // the exact stdin bytes: one base64 line and "\n"
 	Mask  []string `json:"mask"`  // raw secret values to mask in the output
+	// Credential logs in to the connection's machine (ssh, winrm).
+	Credential *Credential `json:"credential,omitempty"`
+}
+
+// Credential is the admin credential of a machine.
+type Credential struct {
+	Login      string `json:"login"`
+	Password   string `json:"password,omitempty"`
+	PrivateKey string `json:"private_key,omitempty"`
+	Passphrase string `json:"passphrase,omitempty"`
 }
 
 // ErrInvalidTask is wrapped by every task validation error.
@@ -81,6 +120,10 @@ func (t Task) Validate() error {
 		return bad("runner is empty")
 	case t.Script.Name == "":
 		return bad("script.name is empty")
+	case (t.Runner == RunnerSSH || t.Runner == RunnerWinRM) && (t.Connection == nil || t.Connection.Host == "" || t.Secret == nil || t.Secret.Credential == nil):
+		return bad("runner %s needs a connection and a credential", t.Runner)
+	case t.Runner == RunnerHTTP && (t.Request == nil || t.Request.URL == ""):
+		return bad("runner http needs a request with a url")
 	case t.Script.TimeoutMS <= 0:
 		return bad("script.timeout_ms %d is not positive", t.Script.TimeoutMS)
 	case t.Secret == nil || len(t.Secret.Stdin) == 0:

@@ -255,6 +255,18 @@ func (d *Dispatcher) task(r Rotation, step plan.Step) (messages.Task, error) {
 		return messages.Task{}, fmt.Errorf("encode payload: %w", err)
 	}
 	now := d.opts.Now()
+	secret := &messages.TaskSecret{Stdin: stdin, Mask: slices.Concat(in.Secrets(), r.Plan.Secrets(), params.Secrets())}
+	var conn *messages.Connection
+	if step.Runner == plan.RunnerSSH || step.Runner == plan.RunnerWinRM {
+		conn, secret.Credential, err = connection(r.Plan, step)
+		if err != nil {
+			return messages.Task{}, err
+		}
+	}
+	var req *messages.Request
+	if h := step.Script.HTTP; h != nil {
+		req = &messages.Request{Method: h.Method, URL: h.URL, Headers: h.Headers, Body: h.Body, ExpectStatus: h.ExpectStatus}
+	}
 	return messages.Task{
 		SchemaVersion: messages.SchemaVersion,
 		ID:            fmt.Sprintf("%s-%d", r.ID, step.Index),
@@ -272,12 +284,48 @@ func (d *Dispatcher) task(r Rotation, step plan.Step) (messages.Task, error) {
 			TimeoutMS:        step.Script.Timeout.Milliseconds(),
 			RetryOnInterrupt: step.Script.RetryOnInterrupt,
 		},
-		CreatedAt: now,
-		ExpiresAt: now.Add(d.opts.PickupTimeout),
+		Connection: conn,
+		Request:    req,
+		CreatedAt:  now,
+		ExpiresAt:  now.Add(d.opts.PickupTimeout),
 		// params.Secrets adds the records blob and the whole line: a script
 		// echoing its input must not leak the secrets inside them.
-		Secret: &messages.TaskSecret{Stdin: stdin, Mask: slices.Concat(in.Secrets(), r.Plan.Secrets(), params.Secrets())},
+		Secret: secret,
 	}, nil
+}
+
+// connection returns how the gateway reaches the step's machine and the
+// machine's admin credential.
+func connection(p *plan.Plan, step plan.Step) (*messages.Connection, *messages.Credential, error) {
+	m, ok := p.Record(step.Target)
+	if !ok || m.Connection == nil {
+		return nil, nil, fmt.Errorf("step %d: machine %q has no connection", step.Index, step.Target)
+	}
+	c := m.Connection
+	admin, ok := p.Record(c.Admin)
+	if !ok {
+		return nil, nil, fmt.Errorf("step %d: machine %q: no admin record %q", step.Index, m.UID, c.Admin)
+	}
+	cred := &messages.Credential{Login: admin.Login(), Password: admin.Password()}
+	for _, f := range admin.Fields {
+		if v, ok := f.Value.(string); ok && (f.Type == "privateKey" || f.Label == "privateKey" || f.Label == "Private PEM Key") && cred.PrivateKey == "" {
+			cred.PrivateKey = v
+		}
+		if v, ok := f.Value.(map[string]any); ok && f.Type == "keyPair" && cred.PrivateKey == "" {
+			cred.PrivateKey, _ = v["privateKey"].(string)
+		}
+		if v, ok := f.Value.(string); ok && f.Label == "passphrase" {
+			cred.Passphrase = v
+		}
+	}
+	if cred.Login == "" || (cred.Password == "" && cred.PrivateKey == "") {
+		return nil, nil, fmt.Errorf("step %d: admin record %q of machine %q needs a login and a password or private key", step.Index, admin.UID, m.UID)
+	}
+	return &messages.Connection{
+		Protocol: c.Protocol, Host: c.Host, Port: c.Port, HTTPS: c.HTTPS,
+		KnownHosts: string(c.KnownHostsData), HostKey: c.HostKey, CACert: string(c.CACertData),
+		InsecureIgnoreHostKey: c.InsecureIgnoreHostKey,
+	}, cred, nil
 }
 
 // failed is the result of a step that did not run.

@@ -94,6 +94,11 @@ type Connection struct {
 	// HostKey is the machine's public host key in authorized_keys format
 	// (ssh only).
 	HostKey string `yaml:"host_key"`
+	// CACert is a PEM CA bundle file for WinRM over HTTPS.
+	CACert string `yaml:"ca_cert"`
+	// KnownHostsData and CACertData are the files' contents, read at load.
+	KnownHostsData []byte `yaml:"-"`
+	CACertData     []byte `yaml:"-"`
 	// InsecureIgnoreHostKey skips host key (or, for winrm over HTTPS,
 	// certificate) verification. For tests only.
 	InsecureIgnoreHostKey bool `yaml:"insecure_ignore_host_key"`
@@ -138,10 +143,23 @@ type Script struct {
 	Timeout time.Duration
 	// Content is the script, read when the inventory is loaded.
 	Content []byte
+	// HTTP is a declarative HTTP request run instead of a script file.
+	HTTP *HTTPRequest
 	// RetryOnInterrupt allows running the script again when the worker
 	// running it died mid-script (its outcome is unknown). Default false:
 	// such a step is reported "in doubt" and not run twice.
 	RetryOnInterrupt bool
+}
+
+// HTTPRequest is a declarative HTTP attachment: the request is sent by the
+// worker with retries. URL, header values and Body are Go templates over the
+// payload ({{.NewPassword}}, {{.User}}, {{record "Title" "password"}}).
+type HTTPRequest struct {
+	Method       string // defaults to POST
+	URL          string
+	Headers      map[string]string
+	Body         string
+	ExpectStatus []int // empty: any 2xx
 }
 
 // Rotation holds the rotation settings of a PAM User.

@@ -21,9 +21,10 @@ import (
 var (
 	topKeys        = []string{"version", "records"}
 	recordKeys     = []string{"uid", "type", "title", "gateway", "worker", "connection", "fields", "scripts", "rotation"}
-	connectionKeys = []string{"protocol", "host", "port", "https", "admin", "known_hosts", "host_key", "insecure_ignore_host_key"}
+	connectionKeys = []string{"protocol", "host", "port", "https", "admin", "known_hosts", "host_key", "ca_cert", "insecure_ignore_host_key"}
 	fieldKeys      = []string{"type", "label", "value", "secret"}
-	scriptKeys     = []string{"file", "name", "title", "command", "records", "timeout", "retry_on_interrupt"}
+	scriptKeys     = []string{"file", "http", "name", "title", "command", "records", "timeout", "retry_on_interrupt"}
+	httpKeys       = []string{"method", "url", "headers", "body", "expect_status"}
 	rotationKeys   = []string{"type", "resource", "configuration", "schedule", "timezone", "complexity", "stop_on_failure"}
 	complexityKeys = []string{"length", "upper", "lower", "digits", "special", "special_chars"}
 
@@ -204,12 +205,22 @@ func (d *decoder) connection(n *yaml.Node, path string) *Connection {
 		Admin:                 d.str(m["admin"], join(path, "admin")),
 		KnownHosts:            d.str(m["known_hosts"], join(path, "known_hosts")),
 		HostKey:               d.str(m["host_key"], join(path, "host_key")),
+		CACert:                d.str(m["ca_cert"], join(path, "ca_cert")),
 		InsecureIgnoreHostKey: d.boolean(m["insecure_ignore_host_key"], join(path, "insecure_ignore_host_key")),
+	}
+	if c.KnownHosts != "" && c.Protocol == ProtocolSSH {
+		c.KnownHostsData = d.readScript(c.KnownHosts, join(path, "known_hosts"), line(m["known_hosts"]))
+	}
+	if c.CACert != "" && c.Protocol == ProtocolWinRM {
+		c.CACertData = d.readScript(c.CACert, join(path, "ca_cert"), line(m["ca_cert"]))
 	}
 	switch c.Protocol {
 	case ProtocolSSH:
 		if c.HTTPS {
 			d.addf(join(path, "https"), line(m["https"]), "only for winrm")
+		}
+		if !isNull(m["ca_cert"]) {
+			d.addf(join(path, "ca_cert"), line(m["ca_cert"]), "only for winrm")
 		}
 		if c.InsecureIgnoreHostKey && (c.KnownHosts != "" || c.HostKey != "") {
 			d.addf(join(path, "insecure_ignore_host_key"), line(m["insecure_ignore_host_key"]), "conflicts with known_hosts and host_key")
@@ -272,6 +283,50 @@ func (d *decoder) field(n *yaml.Node, path string) Field {
 	return f
 }
 
+// httpRequest decodes a declarative HTTP attachment.
+func (d *decoder) httpRequest(n *yaml.Node, path string) *HTTPRequest {
+	m := d.object(n, path, httpKeys, false)
+	if m == nil {
+		return &HTTPRequest{}
+	}
+	h := &HTTPRequest{
+		Method: strings.ToUpper(d.str(m["method"], join(path, "method"))),
+		URL:    d.str(m["url"], join(path, "url")),
+		Body:   d.str(m["body"], join(path, "body")),
+	}
+	if h.Method == "" {
+		h.Method = "POST"
+	}
+	if !slices.Contains([]string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}, h.Method) {
+		d.addf(join(path, "method"), line(m["method"]), "unknown method %q: want GET, POST, PUT, PATCH, DELETE or HEAD", h.Method)
+	}
+	if h.URL == "" {
+		d.addf(join(path, "url"), line(or(m["url"], n)), "required: the request URL (a template over the payload)")
+	} else if !strings.HasPrefix(h.URL, "http://") && !strings.HasPrefix(h.URL, "https://") && !strings.HasPrefix(h.URL, "{{") {
+		d.addf(join(path, "url"), line(m["url"]), "must start with http:// or https://")
+	}
+	if hn := resolve(m["headers"]); !isNull(hn) {
+		if hn.Kind != yaml.MappingNode {
+			d.addf(join(path, "headers"), line(m["headers"]), "must be a mapping of header names to values, not %s", kindName(hn))
+		} else {
+			h.Headers = map[string]string{}
+			for i := 0; i+1 < len(hn.Content); i += 2 {
+				name := hn.Content[i].Value
+				h.Headers[name] = d.str(hn.Content[i+1], join(join(path, "headers"), name))
+			}
+		}
+	}
+	for i, sn := range d.list(m["expect_status"], join(path, "expect_status")) {
+		p := index(join(path, "expect_status"), i)
+		if code := d.integer(sn, p); code < 100 || code > 599 {
+			d.addf(p, line(sn), "must be an HTTP status between 100 and 599")
+		} else {
+			h.ExpectStatus = append(h.ExpectStatus, code)
+		}
+	}
+	return h
+}
+
 func (d *decoder) script(n *yaml.Node, path string) Script {
 	m := d.object(n, path, scriptKeys, false)
 	if m == nil {
@@ -289,10 +344,23 @@ func (d *decoder) script(n *yaml.Node, path string) Script {
 		// An interrupted script is not run again unless it says it is safe.
 		RetryOnInterrupt: d.boolean(m["retry_on_interrupt"], join(path, "retry_on_interrupt")),
 	}
-	if s.File == "" {
-		d.addf(join(path, "file"), line(or(m["file"], n)), "required: the script's path, relative to the inventory file")
-	} else {
+	if hn, ok := m["http"]; ok && !isNull(hn) {
+		s.HTTP = d.httpRequest(hn, join(path, "http"))
+	}
+	switch {
+	case s.File != "" && s.HTTP != nil:
+		d.addf(join(path, "http"), line(m["http"]), "conflicts with file: an attachment is a script file or an http request")
+	case s.HTTP != nil:
+		if s.Command != "" {
+			d.addf(join(path, "command"), line(m["command"]), "only for script files")
+		}
+	case s.File == "":
+		d.addf(join(path, "file"), line(or(m["file"], n)), "required: the script's path, relative to the inventory file (or an http request)")
+	default:
 		s.Content = d.readScript(s.File, join(path, "file"), line(m["file"]))
+	}
+	if s.Name == "" && s.HTTP != nil {
+		s.Name = "http"
 	}
 	if s.Name == "" {
 		s.Name = s.File[strings.LastIndexAny(s.File, `/\`)+1:]

@@ -26,6 +26,8 @@ const (
 	RunnerLocal = "local"
 	// RunnerSSH: the gateway runs the script on the Target machine over SSH.
 	RunnerSSH = inventory.ProtocolSSH
+	// RunnerHTTP: the worker on Host sends the attachment's HTTP request.
+	RunnerHTTP = "http"
 	// RunnerWinRM: the gateway runs the script on the Target machine over
 	// WinRM.
 	RunnerWinRM = inventory.ProtocolWinRM
@@ -131,6 +133,10 @@ func New(inv *inventory.Inventory, userUID string) (*Plan, error) {
 				}
 				p.records[uid] = r
 			}
+			runner, target := runner, target
+			if s.HTTP != nil {
+				runner, target = RunnerHTTP, ""
+			}
 			p.Steps = append(p.Steps, Step{
 				Index:      len(p.Steps) + 1,
 				Phase:      phase,
@@ -170,6 +176,14 @@ func New(inv *inventory.Inventory, userUID string) (*Plan, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// Record returns a record the plan refers to: the user, its resource and
+// configuration, additional records, and the admin record of a machine
+// reached over ssh or winrm.
+func (p *Plan) Record(uid string) (*inventory.Record, bool) {
+	r, ok := p.records[uid]
+	return r, ok
 }
 
 // onlyConfiguration returns the uid of the inventory's only
