@@ -130,20 +130,7 @@ func (w *Worker) run(ctx context.Context, log zerolog.Logger, msg message, task 
 			}
 		}
 	}()
-	job := executor.Job{
-		RotationID: task.RotationID,
-		Step:       task.Step,
-		Attempt:    attempt,
-		Script: executor.Script{
-			Name:    task.Script.Name,
-			Content: task.Script.Content,
-			Command: task.Script.Command,
-			Timeout: task.Script.Timeout(),
-		},
-		Stdin:   task.Secret.Stdin,
-		Secrets: task.Secret.Mask,
-	}
-	res, err := w.opts.Executors[task.Runner].Run(ctx, job)
+	res, err := w.opts.Executors[task.Runner].Run(ctx, jobOf(task, attempt))
 	close(done)
 
 	rr := w.base(task, attempt)
@@ -239,4 +226,32 @@ func (w *Worker) publish(ctx context.Context, log zerolog.Logger, task messages.
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// jobOf turns a task into the executor's job.
+func jobOf(task messages.Task, attempt int) executor.Job {
+	job := executor.Job{
+		RotationID: task.RotationID,
+		Step:       task.Step,
+		Attempt:    attempt,
+		Script: executor.Script{
+			Name:    task.Script.Name,
+			Content: task.Script.Content,
+			Command: task.Script.Command,
+			Timeout: task.Script.Timeout(),
+		},
+		Stdin:   task.Secret.Stdin,
+		Secrets: task.Secret.Mask,
+	}
+	if c, cred := task.Connection, task.Secret.Credential; c != nil && cred != nil {
+		job.Target = &executor.Target{
+			Host: c.Host, Port: c.Port, HTTPS: c.HTTPS,
+			Login: cred.Login, Password: cred.Password, PrivateKey: cred.PrivateKey, Passphrase: cred.Passphrase,
+			KnownHosts: c.KnownHosts, HostKey: c.HostKey, CACert: c.CACert, InsecureIgnoreHostKey: c.InsecureIgnoreHostKey,
+		}
+	}
+	if r := task.Request; r != nil {
+		job.Request = &executor.Request{Method: r.Method, URL: r.URL, Headers: r.Headers, Body: r.Body, ExpectStatus: r.ExpectStatus}
+	}
+	return job
 }

@@ -331,6 +331,8 @@ func TestRefusals(t *testing.T) {
 	other.Host = "another-host"
 	runner := task(3)
 	runner.Runner = messages.RunnerWinRM
+	runner.Connection = &messages.Connection{Protocol: "winrm", Host: "win-1", Port: 5985}
+	runner.Secret.Credential = &messages.Credential{Login: "admin", Password: "S3cret-marker"}
 	w, b := setup(t, config{}, nil)
 	start(t, w)
 	for _, tt := range []struct {
