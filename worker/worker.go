@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/postrotate/postrotate/executor"
+	httpexec "github.com/postrotate/postrotate/executor/http"
 	"github.com/postrotate/postrotate/executor/local"
 	"github.com/postrotate/postrotate/messages"
 )
@@ -90,7 +91,10 @@ func New(js jetstream.JetStream, opts Options) (*Worker, error) {
 		opts.Name = fmt.Sprintf("%s-%d", cmp.Or(hn, "worker"), os.Getpid())
 	}
 	if opts.Executors == nil {
-		opts.Executors = map[string]executor.Executor{messages.RunnerLocal: local.New(local.Options{})}
+		opts.Executors = map[string]executor.Executor{
+			messages.RunnerLocal: local.New(local.Options{}),
+			messages.RunnerHTTP:  httpexec.New(httpexec.Options{}),
+		}
 	}
 	opts.FetchWait = cmp.Or(opts.FetchWait, 5*time.Second)
 	opts.PublishTimeout = cmp.Or(opts.PublishTimeout, time.Minute)

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -335,5 +337,34 @@ func TestRefusesGeneralRotationWithoutRotator(t *testing.T) {
 	}
 	if _, err := Rotate(t.Context(), inv, "nobody", Options{}); !errors.As(err, &ie) {
 		t.Fatalf("unknown user: err = %v, want InputError", err)
+	}
+}
+
+// An http attachment changes an account through a REST API without a
+// script: the worker renders the request from the payload and sends it.
+func TestHTTPAttachment(t *testing.T) {
+	t.Parallel()
+	var got struct {
+		auth, key string
+		body      map[string]string
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.auth, got.key = r.Header.Get("Authorization"), r.Header.Get("Idempotency-Key")
+		_ = json.NewDecoder(r.Body).Decode(&got.body)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = fmt.Fprintf(w, `{"ok": true, "password": %q}`, got.body["newPassword"])
+	}))
+	defer srv.Close()
+	att := fmt.Sprintf(`{title: REST, records: [token], http: {url: "%s/users/{{.User}}", headers: {Authorization: 'Bearer {{record "Record with Access Token" "password"}}'}, body: '{"newPassword": {{json .NewPassword}}}', expect_status: [201]}}`, srv.URL)
+	out := rotate(t, fixture{yaml: inventoryYAML([]string{att}, nil, nil)}.load(t))
+	if out.Failed != 0 || len(out.Results) != 1 {
+		t.Fatalf("outcome: %+v", out.Results)
+	}
+	r := out.Results[0]
+	if got.auth != "Bearer tok-3c1d" || got.body["newPassword"] == "" || !strings.HasPrefix(got.key, "postrotate-"+out.RotationID) {
+		t.Fatalf("server got %+v", got)
+	}
+	if strings.Contains(r.Stdout, got.body["newPassword"]) || !strings.Contains(r.Stdout, "********") || r.Title != "REST" {
+		t.Fatalf("result = %+v", r)
 	}
 }
