@@ -1,0 +1,350 @@
+//go:build unix
+
+package ssh_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/postrotate/postrotate/executor"
+)
+
+const (
+	sshdPath = "/usr/sbin/sshd"
+	testUser = "postrotate-test"
+)
+
+// The test user is created once per test binary (when missing) and gets a
+// fresh random password.
+var (
+	userOnce     sync.Once
+	userSkip     string
+	userErr      error
+	userPassword string
+	userUID      int
+	userGID      int
+)
+
+// ensureUser makes sure the test user exists with a known password, or
+// skips the test saying what is missing.
+func ensureUser(t testing.TB) {
+	t.Helper()
+	userOnce.Do(func() {
+		_, err := user.Lookup(testUser)
+		exists := err == nil
+		switch {
+		case os.Geteuid() != 0 && !exists:
+			userSkip = "test user " + testUser + " does not exist and the tests do not run as root to create it: run them as root, or useradd -m -s /bin/bash " + testUser
+			return
+		case os.Geteuid() != 0:
+			userSkip = "sshd must run as root to log in as " + testUser + ": run the tests as root"
+			return
+		}
+		if !exists {
+			if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", testUser).CombinedOutput(); err != nil {
+				userErr = fmt.Errorf("useradd %s: %v: %s", testUser, err, out)
+				return
+			}
+		}
+		u, err := user.Lookup(testUser)
+		if err != nil {
+			userErr = err
+			return
+		}
+		userUID, _ = strconv.Atoi(u.Uid)
+		userGID, _ = strconv.Atoi(u.Gid)
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		userPassword = "Pw-" + hex.EncodeToString(b[:])
+		cmd := exec.Command("chpasswd")
+		cmd.Stdin = strings.NewReader(testUser + ":" + userPassword + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			userErr = fmt.Errorf("chpasswd: %v: %s", err, out)
+			return
+		}
+		// sshd's privilege separation directory.
+		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+			userErr = err
+		}
+	})
+	if userSkip != "" {
+		t.Skip(userSkip)
+	}
+	if userErr != nil {
+		t.Fatal(userErr)
+	}
+}
+
+// sshd is a real OpenSSH server on a loopback port, logging in the test
+// user with its password or the user key.
+type sshd struct {
+	addr       string
+	dir        string
+	hostKey    gossh.PublicKey
+	userKey    ed25519.PrivateKey
+	userKeyPEM string
+	cmd        *exec.Cmd
+	log        *logLines
+}
+
+// startSSHD starts sshd; config lines come before the defaults, so they
+// win (sshd keeps the first value of a keyword).
+func startSSHD(t testing.TB, config ...string) *sshd {
+	t.Helper()
+	if _, err := os.Stat(sshdPath); err != nil {
+		t.Skip("sshd not found at /usr/sbin/sshd: install openssh-server")
+	}
+	ensureUser(t)
+	dir := t.TempDir()
+	// sshd reads authorized_keys as the user: let it through.
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hostPub, hostPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userPub, userPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &sshd{dir: dir, userKey: userPriv, log: &logLines{changed: make(chan struct{})}}
+	if d.hostKey, err = gossh.NewPublicKey(hostPub); err != nil {
+		t.Fatal(err)
+	}
+	userSSHPub, err := gossh.NewPublicKey(userPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.userKeyPEM = marshalKey(t, userPriv, "")
+	writeFile(t, filepath.Join(dir, "host_ed25519"), marshalKey(t, hostPriv, ""), 0o600)
+	writeFile(t, filepath.Join(dir, "authorized_keys"), string(gossh.MarshalAuthorizedKey(userSSHPub)), 0o644)
+
+	d.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	cfg := append(append([]string(nil), config...),
+		"ListenAddress "+d.addr,
+		"HostKey "+filepath.Join(dir, "host_ed25519"),
+		"AuthorizedKeysFile "+filepath.Join(dir, "authorized_keys"),
+		"PasswordAuthentication yes",
+		"PubkeyAuthentication yes",
+		"KbdInteractiveAuthentication no",
+		"UsePAM no",
+		"StrictModes no",
+		"PidFile "+filepath.Join(dir, "sshd.pid"),
+		"MaxSessions 10",
+		"MaxStartups 100:30:200",
+		"LogLevel VERBOSE",
+		"AllowUsers "+testUser,
+		"PermitRootLogin no",
+		"UseDNS no",
+		"PrintMotd no",
+	)
+	writeFile(t, filepath.Join(dir, "sshd_config"), strings.Join(cfg, "\n")+"\n", 0o600)
+	d.start(t)
+	return d
+}
+
+// start runs sshd and waits until it listens.
+func (d *sshd) start(t testing.TB) {
+	t.Helper()
+	d.cmd = exec.Command(sshdPath, "-D", "-e", "-f", filepath.Join(d.dir, "sshd_config"))
+	d.cmd.Stderr = d.log
+	d.cmd.WaitDelay = 5 * time.Second // connection children may hold stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := d.cmd
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("sshd log:\n%s", d.log.String())
+		}
+	})
+	_, port, _ := net.SplitHostPort(d.addr)
+	d.log.wait(t, 10*time.Second, "Server listening on 127.0.0.1 port "+port)
+}
+
+// connectionPIDs returns the pids of sshd's per-connection processes: the
+// descendants of the listener that are still sshd (not the sessions'
+// shells and scripts).
+func (d *sshd) connectionPIDs(t testing.TB) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skipf("no /proc to find sshd's processes: %v", err)
+	}
+	parent := map[int]int{}
+	comm := map[int]string{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		open, closing := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		f := strings.Fields(string(stat[closing+1:]))
+		if len(f) > 1 {
+			parent[pid], _ = strconv.Atoi(f[1])
+			comm[pid] = string(stat[open+1 : closing])
+		}
+	}
+	var pids []int
+	for pid := range parent {
+		if comm[pid] != "sshd" {
+			continue
+		}
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == d.cmd.Process.Pid {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// accepted counts the logins sshd accepted.
+func (d *sshd) accepted() int { return strings.Count(d.log.String(), "Accepted ") }
+
+// target returns the target logging in with the password and checking the
+// host key against a known_hosts line.
+func (d *sshd) target() *executor.Target {
+	return &executor.Target{
+		Host: "127.0.0.1", Port: d.port(), Login: testUser, Password: userPassword,
+		KnownHosts: d.knownHosts(),
+	}
+}
+
+func (d *sshd) port() int {
+	_, p, _ := net.SplitHostPort(d.addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// knownHosts returns a known_hosts file holding the server's key.
+func (d *sshd) knownHosts() string {
+	return "# test\n" + knownhosts.Line([]string{d.addr}, d.hostKey) + "\n"
+}
+
+// pinned returns the server's key in authorized_keys format.
+func (d *sshd) pinned() string { return string(gossh.MarshalAuthorizedKey(d.hostKey)) }
+
+// userDir returns a directory owned by the test user, under which runs go.
+func userDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "runs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, userUID, userGID); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir))} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func marshalKey(t testing.TB, key ed25519.PrivateKey, passphrase string) string {
+	t.Helper()
+	var block *pem.Block
+	var err error
+	if passphrase == "" {
+		block, err = gossh.MarshalPrivateKey(key, "")
+	} else {
+		block, err = gossh.MarshalPrivateKeyWithPassphrase(key, "", []byte(passphrase))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(block))
+}
+
+func writeFile(t testing.TB, name, content string, perm os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(content), perm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freePort returns a loopback port nothing listens on.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// logLines collects sshd's log and tells waiters when it grows.
+type logLines struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{} // closed and replaced on every write
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	return len(p), nil
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// wait waits until the log holds want.
+func (l *logLines) wait(t testing.TB, within time.Duration, want string) {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		found, changed := strings.Contains(l.buf.String(), want), l.changed
+		l.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("sshd log has no %q within %s:\n%s", want, within, l.String())
+		}
+	}
+}
