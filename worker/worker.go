@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	httpexec "github.com/postrotate/postrotate/executor/http"
 	"github.com/postrotate/postrotate/executor/local"
+	sshexec "github.com/postrotate/postrotate/executor/ssh"
 	"github.com/postrotate/postrotate/messages"
 )
 
@@ -94,6 +96,7 @@ func New(js jetstream.JetStream, opts Options) (*Worker, error) {
 		opts.Executors = map[string]executor.Executor{
 			messages.RunnerLocal: local.New(local.Options{}),
 			messages.RunnerHTTP:  httpexec.New(httpexec.Options{}),
+			messages.RunnerSSH:   sshexec.New(sshexec.Options{}),
 		}
 	}
 	opts.FetchWait = cmp.Or(opts.FetchWait, 5*time.Second)
@@ -183,6 +186,12 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	hardStop()
 	hb.stop()
+	// Executors that hold connections (SSH) release them.
+	for _, ex := range w.opts.Executors {
+		if c, ok := ex.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
 	return err
 }
 

@@ -8,7 +8,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -32,8 +34,10 @@ const (
 	testUser = "postrotate-test"
 )
 
-// The test user is created once per test binary (when missing) and gets a
-// fresh random password.
+// The test user is created once (when missing) and given a password kept in
+// a root-only file, the same for every test process: tests of several
+// packages or engineers running at once must not change it under each
+// other.
 var (
 	userOnce     sync.Once
 	userSkip     string
@@ -59,9 +63,12 @@ func ensureUser(t testing.TB) {
 			return
 		}
 		if !exists {
+			// Another test process may create it at the same moment.
 			if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", testUser).CombinedOutput(); err != nil {
-				userErr = fmt.Errorf("useradd %s: %v: %s", testUser, err, out)
-				return
+				if _, lerr := user.Lookup(testUser); lerr != nil {
+					userErr = fmt.Errorf("useradd %s: %v: %s", testUser, err, out)
+					return
+				}
 			}
 		}
 		u, err := user.Lookup(testUser)
@@ -71,9 +78,9 @@ func ensureUser(t testing.TB) {
 		}
 		userUID, _ = strconv.Atoi(u.Uid)
 		userGID, _ = strconv.Atoi(u.Gid)
-		var b [12]byte
-		_, _ = rand.Read(b[:])
-		userPassword = "Pw-" + hex.EncodeToString(b[:])
+		if userPassword, userErr = sharedPassword(); userErr != nil {
+			return
+		}
 		cmd := exec.Command("chpasswd")
 		cmd.Stdin = strings.NewReader(testUser + ":" + userPassword + "\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -91,6 +98,45 @@ func ensureUser(t testing.TB) {
 	if userErr != nil {
 		t.Fatal(userErr)
 	}
+}
+
+// sharedPassword returns the test user's password from a root-only file,
+// creating it with a random password on first use (atomically: the first
+// process to link its file wins).
+func sharedPassword() (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(cache, "postrotate-test")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "password")
+	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+		return string(b), nil
+	}
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(dir, "password-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.WriteString("Pw-" + hex.EncodeToString(b[:]))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := os.Link(f.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	pw, err := os.ReadFile(path)
+	return string(pw), err
 }
 
 // sshd is a real OpenSSH server on a loopback port, logging in the test
