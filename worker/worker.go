@@ -17,6 +17,7 @@ import (
 	httpexec "github.com/postrotate/postrotate/executor/http"
 	"github.com/postrotate/postrotate/executor/local"
 	sshexec "github.com/postrotate/postrotate/executor/ssh"
+	winrmexec "github.com/postrotate/postrotate/executor/winrm"
 	"github.com/postrotate/postrotate/messages"
 )
 
@@ -34,7 +35,8 @@ type Options struct {
 	// "postrotate" prefix.
 	Subjects messages.Subjects
 	// Executors run scripts, keyed by runner (messages.RunnerLocal, ...).
-	// Defaults to a local executor for RunnerLocal.
+	// Defaults to the local, http, ssh and winrm executors with their
+	// default options.
 	Executors map[string]executor.Executor
 	// Logger receives the worker's logs. Defaults to a disabled logger.
 	Logger *zerolog.Logger
@@ -97,6 +99,7 @@ func New(js jetstream.JetStream, opts Options) (*Worker, error) {
 			messages.RunnerLocal: local.New(local.Options{}),
 			messages.RunnerHTTP:  httpexec.New(httpexec.Options{}),
 			messages.RunnerSSH:   sshexec.New(sshexec.Options{}),
+			messages.RunnerWinRM: winrmexec.New(winrmexec.Options{}),
 		}
 	}
 	opts.FetchWait = cmp.Or(opts.FetchWait, 5*time.Second)

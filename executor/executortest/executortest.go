@@ -2,6 +2,8 @@ package executortest
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -36,6 +38,9 @@ type Harness struct {
 	Alive func(pid int) (bool, error)
 	// Python is the Command of the Python script. Defaults to "python3".
 	Python string
+	// Target, when set, is given to every job of the suite: the remote
+	// host of an SSH or WinRM executor.
+	Target *executor.Target
 
 	local bool // Alive is the local check: leftover processes can be killed
 }
@@ -107,6 +112,9 @@ func run(t *testing.T, h Harness, job executor.Job) executor.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
+	if job.Target == nil {
+		job.Target = h.Target
+	}
 	res, err := h.New(t).Run(ctx, job)
 	if err != nil {
 		t.Fatalf("Run: %v (result %+v)", err, res)
@@ -185,6 +193,26 @@ func testStdinExact(t *testing.T, h Harness) {
 			}
 		})
 	}
+	t.Run("Large400KiB", func(t *testing.T) {
+		// More than an SSH channel window, a pipe or a WinRM envelope
+		// holds: the executor must stream or chunk it, byte-exact.
+		t.Parallel()
+		stdin := make([]byte, 400<<10)
+		if _, err := rand.Read(stdin); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(stdin)
+		job := shJob("f=$(mktemp) || exit 9\ncat > \"$f\"\nwc -c < \"$f\"\nsha256sum < \"$f\"\nrm -f \"$f\"\n")
+		job.Stdin = stdin
+		res := run(t, h, job)
+		if !res.Success() {
+			t.Fatalf("exit %d, error %q, stderr %q", res.ExitCode, res.Error, res.Stderr)
+		}
+		fields := strings.Fields(res.Stdout)
+		if len(fields) < 2 || fields[0] != strconv.Itoa(len(stdin)) || fields[1] != hex.EncodeToString(sum[:]) {
+			t.Errorf("script read %q, want %d bytes with sha256 %x", res.Stdout, len(stdin), sum)
+		}
+	})
 }
 
 // keeper is the JSON object of the payload line, in Keeper's key order.
@@ -363,6 +391,7 @@ func testCancel(t *testing.T, h Harness) {
 	stop := time.AfterFunc(h.StartWithin+time.Second, cancel)
 	defer stop.Stop()
 	job := shJob(treeScript)
+	job.Target = h.Target
 	res, err := h.New(t).Run(ctx, job)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run error = %v, want one wrapping context.Canceled", err)

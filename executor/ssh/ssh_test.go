@@ -29,6 +29,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/executortest"
 	"github.com/postrotate/postrotate/executor/ssh"
+	"github.com/postrotate/postrotate/executor/ssh/sshdtest"
 )
 
 func TestMain(m *testing.M) {
@@ -39,7 +40,7 @@ const testKillGrace = time.Second
 
 // fixture is an SSH executor and the sshd it runs scripts on.
 type fixture struct {
-	sshd  *sshd
+	sshd  *sshdtest.Server
 	ssh   *ssh.SSH
 	runs  string       // the parent of the run directories on the target
 	dials atomic.Int32 // TCP connections the executor opened
@@ -50,7 +51,7 @@ type fixture struct {
 // counting its dials, with its run directories under a test directory.
 func setup(t testing.TB, opts ssh.Options, config ...string) *fixture {
 	t.Helper()
-	f := &fixture{sshd: startSSHD(t, config...), runs: userDir(t)}
+	f := &fixture{sshd: sshdtest.Start(t, config...), runs: sshdtest.UserDir(t)}
 	if opts.KillGrace == 0 {
 		opts.KillGrace = testKillGrace
 	}
@@ -78,7 +79,7 @@ func (f *fixture) job(script string) executor.Job {
 	return executor.Job{
 		RotationID: "rot-ssh", Step: 1, Attempt: 1,
 		Script: executor.Script{Name: "script.sh", Content: []byte(script)},
-		Target: f.sshd.target(),
+		Target: f.sshd.Target(),
 	}
 }
 
@@ -105,18 +106,6 @@ func (f *fixture) assertNoRunDir(t *testing.T) {
 	}
 }
 
-// withTarget gives every job the same target: the conformance suite's jobs
-// have none.
-type withTarget struct {
-	ssh    *ssh.SSH
-	target *executor.Target
-}
-
-func (w withTarget) Run(ctx context.Context, job executor.Job) (executor.Result, error) {
-	job.Target = w.target
-	return w.ssh.Run(ctx, job)
-}
-
 func TestConformance(t *testing.T) {
 	f := setup(t, ssh.Options{})
 	// The target's secrets are masked too, and a secret variant matching
@@ -125,11 +114,12 @@ func TestConformance(t *testing.T) {
 	// password do about one time in eight, those of a key ending with "\n"
 	// always (stderr is "e\n" lines). An OpenSSH key without its final
 	// newline begins and ends with "-----" and never does.
-	target := f.sshd.target()
-	target.Password, target.PrivateKey = "", strings.TrimSuffix(f.sshd.userKeyPEM, "\n")
+	target := f.sshd.Target()
+	target.Password, target.PrivateKey = "", strings.TrimSuffix(f.sshd.UserKeyPEM, "\n")
 	executortest.Run(t, executortest.Harness{
 		// One executor, as a worker has: the subtests share its connection.
-		New:         func(*testing.T) executor.Executor { return withTarget{f.ssh, target} },
+		New:         func(*testing.T) executor.Executor { return f.ssh },
+		Target:      target,
 		KillGrace:   testKillGrace,
 		StartWithin: 2 * time.Second,
 		// The target is this machine: the suite's local process checks see
@@ -141,9 +131,9 @@ func TestPasswordAuth(t *testing.T) {
 	t.Parallel()
 	f := setup(t, ssh.Options{})
 	// The script prints the admin password: the target's secrets are masked.
-	job := f.job("id -un\necho " + userPassword + "\n")
+	job := f.job("id -un\necho " + sshdtest.Password() + "\n")
 	res := f.run(t, job)
-	if !res.Success() || res.Stdout != testUser+"\n"+executor.Mask+"\n" {
+	if !res.Success() || res.Stdout != sshdtest.User+"\n"+executor.Mask+"\n" {
 		t.Fatalf("exit %d, error %q, stdout %q, stderr %q", res.ExitCode, res.Error, res.Stdout, res.Stderr)
 	}
 	if res.System != "Linux" {
@@ -158,8 +148,8 @@ func TestPasswordAuth(t *testing.T) {
 		job := f.job("echo never\n")
 		job.Target.Password = "not-the-password"
 		res, err := f.ssh.Run(context.Background(), job)
-		if err == nil || !strings.Contains(err.Error(), f.sshd.addr) || errors.Is(err, ssh.ErrHostKey) {
-			t.Fatalf("err %v, want a login failure naming %s", err, f.sshd.addr)
+		if err == nil || !strings.Contains(err.Error(), f.sshd.Addr) || errors.Is(err, ssh.ErrHostKey) {
+			t.Fatalf("err %v, want a login failure naming %s", err, f.sshd.Addr)
 		}
 		if strings.Contains(err.Error(), "not-the-password") || strings.Contains(res.Error, "not-the-password") {
 			t.Error("the password is in the error")
@@ -174,18 +164,18 @@ func TestKeyAuth(t *testing.T) {
 	t.Parallel()
 	f := setup(t, ssh.Options{})
 	const passphrase = "key-Passphrase-1"
-	encrypted := marshalKey(t, f.sshd.userKey, passphrase)
+	encrypted := sshdtest.MarshalKey(t, f.sshd.UserKey, passphrase)
 	for _, tc := range []struct {
 		name                  string
 		key, passphrase       string
 		wantErr               bool
 		wantPassphraseMissing bool
 	}{
-		{name: "Plain", key: f.sshd.userKeyPEM},
+		{name: "Plain", key: f.sshd.UserKeyPEM},
 		{name: "Encrypted", key: encrypted, passphrase: passphrase},
 		{name: "EncryptedWithoutPassphrase", key: encrypted, wantErr: true, wantPassphraseMissing: true},
 		{name: "EncryptedWrongPassphrase", key: encrypted, passphrase: "wrong", wantErr: true},
-		{name: "NotAuthorized", key: marshalKey(t, newKey(t), ""), wantErr: true},
+		{name: "NotAuthorized", key: sshdtest.MarshalKey(t, newKey(t), ""), wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			job := f.job("id -un\n")
@@ -202,7 +192,7 @@ func TestKeyAuth(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || !res.Success() || res.Stdout != testUser+"\n" {
+			if err != nil || !res.Success() || res.Stdout != sshdtest.User+"\n" {
 				t.Fatalf("err %v, result %+v", err, res)
 			}
 		})
@@ -228,7 +218,7 @@ func TestHostKey(t *testing.T) {
 	otherLine := func(host string) string {
 		return knownhosts.Line([]string{host}, other)
 	}
-	offered := gossh.FingerprintSHA256(f.sshd.hostKey)
+	offered := gossh.FingerprintSHA256(f.sshd.HostKey)
 	for _, tc := range []struct {
 		name        string
 		set         func(*executor.Target)
@@ -238,11 +228,11 @@ func TestHostKey(t *testing.T) {
 	}{
 		{name: "KnownHosts", set: func(*executor.Target) {}},
 		{name: "KnownHostsAmongOthers", set: func(tg *executor.Target) {
-			tg.KnownHosts = otherLine("example.org") + "\n" + f.sshd.knownHosts()
+			tg.KnownHosts = otherLine("example.org") + "\n" + f.sshd.KnownHosts()
 		}},
-		{name: "Pinned", set: func(tg *executor.Target) { tg.KnownHosts, tg.HostKey = "", f.sshd.pinned() }},
+		{name: "Pinned", set: func(tg *executor.Target) { tg.KnownHosts, tg.HostKey = "", f.sshd.Pinned() }},
 		{name: "Insecure", set: func(tg *executor.Target) { tg.KnownHosts, tg.InsecureIgnoreHostKey = "", true }},
-		{name: "KnownHostsChanged", set: func(tg *executor.Target) { tg.KnownHosts = otherLine(f.sshd.addr) },
+		{name: "KnownHostsChanged", set: func(tg *executor.Target) { tg.KnownHosts = otherLine(f.sshd.Addr) },
 			wantErr: ssh.ErrHostKey, wantChanged: true},
 		{name: "KnownHostsUnknownHost", set: func(tg *executor.Target) { tg.KnownHosts = otherLine("example.org") },
 			wantErr: ssh.ErrHostKey},
@@ -276,8 +266,8 @@ func TestHostKey(t *testing.T) {
 			if !errors.As(err, &hkErr) {
 				t.Fatalf("err %v is no *HostKeyError", err)
 			}
-			if hkErr.Host != f.sshd.addr || hkErr.Fingerprint != offered || hkErr.KeyType != gossh.KeyAlgoED25519 || hkErr.Changed != tc.wantChanged {
-				t.Errorf("host key error %+v, want host %s, key %s, changed %v", hkErr, f.sshd.addr, offered, tc.wantChanged)
+			if hkErr.Host != f.sshd.Addr || hkErr.Fingerprint != offered || hkErr.KeyType != gossh.KeyAlgoED25519 || hkErr.Changed != tc.wantChanged {
+				t.Errorf("host key error %+v, want host %s, key %s, changed %v", hkErr, f.sshd.Addr, offered, tc.wantChanged)
 			}
 			if !strings.Contains(err.Error(), offered) || !strings.Contains(res.Error, offered) {
 				t.Errorf("error %q / result error %q do not show the offered key", err, res.Error)
@@ -443,7 +433,7 @@ env
 		}
 	}
 	if seen["POSTROTATE_ROTATION_ID"] != "rot 'quoted'" || seen["POSTROTATE_STEP"] != "7" || seen["POSTROTATE_ATTEMPT"] != "2" ||
-		seen["EXTRA"] != "x y" || seen["USER"] != testUser || seen["PATH"] == "" {
+		seen["EXTRA"] != "x y" || seen["USER"] != sshdtest.User || seen["PATH"] == "" {
 		t.Errorf("environment %v", seen)
 	}
 	f.assertNoRunDir(t)
@@ -492,7 +482,7 @@ func TestConnectionReused(t *testing.T) {
 	if n := f.dials.Load(); n != 1 {
 		t.Errorf("%d connections dialled for 20 steps, want 1", n)
 	}
-	if n := f.sshd.accepted(); n != 1 {
+	if n := f.sshd.Accepted(); n != 1 {
 		t.Errorf("sshd accepted %d logins for 20 steps, want 1", n)
 	}
 }
@@ -525,7 +515,7 @@ func TestDeadConnectionRedialed(t *testing.T) {
 	t.Parallel()
 	f := setup(t, ssh.Options{})
 	f.run(t, f.job("echo one\n"))
-	children := f.sshd.connectionPIDs(t)
+	children := f.sshd.ConnectionPIDs(t)
 	if len(children) == 0 {
 		t.Fatal("no sshd process serves the connection")
 	}
@@ -608,9 +598,9 @@ func TestUnreachable(t *testing.T) {
 		t.Parallel()
 		e := ssh.New(ssh.Options{})
 		defer e.Close()
-		port := freePort(t)
+		port := sshdtest.FreePort(t)
 		job := executor.Job{Script: executor.Script{Name: "x.sh", Content: []byte("echo never\n")},
-			Target: &executor.Target{Host: "127.0.0.1", Port: port, Login: testUser, Password: "pw", InsecureIgnoreHostKey: true}}
+			Target: &executor.Target{Host: "127.0.0.1", Port: port, Login: sshdtest.User, Password: "pw", InsecureIgnoreHostKey: true}}
 		res, err := e.Run(context.Background(), job)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		if !errors.Is(err, syscall.ECONNREFUSED) || !strings.Contains(err.Error(), addr) {
@@ -653,7 +643,7 @@ func TestUnreachable(t *testing.T) {
 		addr := l.Addr().String()
 		port := l.Addr().(*net.TCPAddr).Port
 		job := executor.Job{Script: executor.Script{Name: "x.sh", Content: []byte("echo never\n")},
-			Target: &executor.Target{Host: "127.0.0.1", Port: port, Login: testUser, Password: "pw", InsecureIgnoreHostKey: true}}
+			Target: &executor.Target{Host: "127.0.0.1", Port: port, Login: sshdtest.User, Password: "pw", InsecureIgnoreHostKey: true}}
 		_, err = e.Run(context.Background(), job)
 		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), addr) {
 			t.Fatalf("err %v, want a handshake timeout naming %s", err, addr)
@@ -689,7 +679,7 @@ func TestBackgroundChildHoldingStdout(t *testing.T) {
 func TestConnectionLostDuringRun(t *testing.T) {
 	t.Parallel()
 	f := setup(t, ssh.Options{KillGrace: 300 * time.Millisecond})
-	pidFile := filepath.Join(userDir(t), "pid")
+	pidFile := filepath.Join(sshdtest.UserDir(t), "pid")
 	job := f.job("echo \"$$\" > " + pidFile + ".tmp && mv " + pidFile + ".tmp " + pidFile + "\nsleep 300\n")
 	job.Script.Timeout = time.Minute
 	type outcome struct {
@@ -717,7 +707,7 @@ func TestConnectionLostDuringRun(t *testing.T) {
 		<-tick.C
 	}
 	t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGKILL) }) // its group, whatever the test finds
-	for _, p := range f.sshd.connectionPIDs(t) {
+	for _, p := range f.sshd.ConnectionPIDs(t) {
 		_ = syscall.Kill(p, syscall.SIGKILL)
 	}
 	o := <-done

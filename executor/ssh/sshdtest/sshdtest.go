@@ -1,6 +1,12 @@
 //go:build unix
 
-package ssh_test
+// Package sshdtest starts a real OpenSSH sshd on a loopback port for tests:
+// the SSH executor's own, and end-to-end tests of workers and coordinators
+// that run steps over SSH. The server logs in one dedicated test user,
+// [User], with its password ([Password]) or a per-server ed25519 key;
+// sshd and the user need root, and a test without them is skipped saying
+// exactly what is missing.
+package sshdtest
 
 import (
 	"bytes"
@@ -30,8 +36,10 @@ import (
 )
 
 const (
-	sshdPath = "/usr/sbin/sshd"
-	testUser = "postrotate-test"
+	// Path is where the tests look for sshd.
+	Path = "/usr/sbin/sshd"
+	// User is the login of the test user.
+	User = "postrotate-test"
 )
 
 // The test user is created once (when missing) and given a password kept in
@@ -47,31 +55,31 @@ var (
 	userGID      int
 )
 
-// ensureUser makes sure the test user exists with a known password, or
+// EnsureUser makes sure the test user exists with a known password, or
 // skips the test saying what is missing.
-func ensureUser(t testing.TB) {
+func EnsureUser(t testing.TB) {
 	t.Helper()
 	userOnce.Do(func() {
-		_, err := user.Lookup(testUser)
+		_, err := user.Lookup(User)
 		exists := err == nil
 		switch {
 		case os.Geteuid() != 0 && !exists:
-			userSkip = "test user " + testUser + " does not exist and the tests do not run as root to create it: run them as root, or useradd -m -s /bin/bash " + testUser
+			userSkip = "test user " + User + " does not exist and the tests do not run as root to create it: run them as root, or useradd -m -s /bin/bash " + User
 			return
 		case os.Geteuid() != 0:
-			userSkip = "sshd must run as root to log in as " + testUser + ": run the tests as root"
+			userSkip = "sshd must run as root to log in as " + User + ": run the tests as root"
 			return
 		}
 		if !exists {
 			// Another test process may create it at the same moment.
-			if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", testUser).CombinedOutput(); err != nil {
-				if _, lerr := user.Lookup(testUser); lerr != nil {
-					userErr = fmt.Errorf("useradd %s: %v: %s", testUser, err, out)
+			if out, err := exec.Command("useradd", "-m", "-s", "/bin/bash", User).CombinedOutput(); err != nil {
+				if _, lerr := user.Lookup(User); lerr != nil {
+					userErr = fmt.Errorf("useradd %s: %v: %s", User, err, out)
 					return
 				}
 			}
 		}
-		u, err := user.Lookup(testUser)
+		u, err := user.Lookup(User)
 		if err != nil {
 			userErr = err
 			return
@@ -82,7 +90,7 @@ func ensureUser(t testing.TB) {
 			return
 		}
 		cmd := exec.Command("chpasswd")
-		cmd.Stdin = strings.NewReader(testUser + ":" + userPassword + "\n")
+		cmd.Stdin = strings.NewReader(User + ":" + userPassword + "\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			userErr = fmt.Errorf("chpasswd: %v: %s", err, out)
 			return
@@ -139,26 +147,32 @@ func sharedPassword() (string, error) {
 	return string(pw), err
 }
 
-// sshd is a real OpenSSH server on a loopback port, logging in the test
+// Server is a real OpenSSH server on a loopback port, logging in the test
 // user with its password or the user key.
-type sshd struct {
-	addr       string
-	dir        string
-	hostKey    gossh.PublicKey
-	userKey    ed25519.PrivateKey
-	userKeyPEM string
-	cmd        *exec.Cmd
-	log        *logLines
+type Server struct {
+	// Addr is the host:port sshd listens on.
+	Addr string
+	// Dir holds its configuration and keys.
+	Dir string
+	// HostKey is its public host key.
+	HostKey gossh.PublicKey
+	// UserKey logs in the test user; UserKeyPEM is it in OpenSSH format,
+	// unencrypted.
+	UserKey    ed25519.PrivateKey
+	UserKeyPEM string
+
+	cmd *exec.Cmd
+	log *logLines
 }
 
-// startSSHD starts sshd; config lines come before the defaults, so they
+// Start starts sshd; config lines come before the defaults, so they
 // win (sshd keeps the first value of a keyword).
-func startSSHD(t testing.TB, config ...string) *sshd {
+func Start(t testing.TB, config ...string) *Server {
 	t.Helper()
-	if _, err := os.Stat(sshdPath); err != nil {
+	if _, err := os.Stat(Path); err != nil {
 		t.Skip("sshd not found at /usr/sbin/sshd: install openssh-server")
 	}
-	ensureUser(t)
+	EnsureUser(t)
 	dir := t.TempDir()
 	// sshd reads authorized_keys as the user: let it through.
 	for _, d := range []string{dir, filepath.Dir(dir)} {
@@ -174,21 +188,21 @@ func startSSHD(t testing.TB, config ...string) *sshd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &sshd{dir: dir, userKey: userPriv, log: &logLines{changed: make(chan struct{})}}
-	if d.hostKey, err = gossh.NewPublicKey(hostPub); err != nil {
+	d := &Server{Dir: dir, UserKey: userPriv, log: &logLines{changed: make(chan struct{})}}
+	if d.HostKey, err = gossh.NewPublicKey(hostPub); err != nil {
 		t.Fatal(err)
 	}
 	userSSHPub, err := gossh.NewPublicKey(userPub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.userKeyPEM = marshalKey(t, userPriv, "")
-	writeFile(t, filepath.Join(dir, "host_ed25519"), marshalKey(t, hostPriv, ""), 0o600)
+	d.UserKeyPEM = MarshalKey(t, userPriv, "")
+	writeFile(t, filepath.Join(dir, "host_ed25519"), MarshalKey(t, hostPriv, ""), 0o600)
 	writeFile(t, filepath.Join(dir, "authorized_keys"), string(gossh.MarshalAuthorizedKey(userSSHPub)), 0o644)
 
-	d.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	d.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
 	cfg := append(append([]string(nil), config...),
-		"ListenAddress "+d.addr,
+		"ListenAddress "+d.Addr,
 		"HostKey "+filepath.Join(dir, "host_ed25519"),
 		"AuthorizedKeysFile "+filepath.Join(dir, "authorized_keys"),
 		"PasswordAuthentication yes",
@@ -200,7 +214,7 @@ func startSSHD(t testing.TB, config ...string) *sshd {
 		"MaxSessions 10",
 		"MaxStartups 100:30:200",
 		"LogLevel VERBOSE",
-		"AllowUsers "+testUser,
+		"AllowUsers "+User,
 		"PermitRootLogin no",
 		"UseDNS no",
 		"PrintMotd no",
@@ -211,9 +225,9 @@ func startSSHD(t testing.TB, config ...string) *sshd {
 }
 
 // start runs sshd and waits until it listens.
-func (d *sshd) start(t testing.TB) {
+func (d *Server) start(t testing.TB) {
 	t.Helper()
-	d.cmd = exec.Command(sshdPath, "-D", "-e", "-f", filepath.Join(d.dir, "sshd_config"))
+	d.cmd = exec.Command(Path, "-D", "-e", "-f", filepath.Join(d.Dir, "sshd_config"))
 	d.cmd.Stderr = d.log
 	d.cmd.WaitDelay = 5 * time.Second // connection children may hold stderr
 	if err := d.cmd.Start(); err != nil {
@@ -227,14 +241,14 @@ func (d *sshd) start(t testing.TB) {
 			t.Logf("sshd log:\n%s", d.log.String())
 		}
 	})
-	_, port, _ := net.SplitHostPort(d.addr)
+	_, port, _ := net.SplitHostPort(d.Addr)
 	d.log.wait(t, 10*time.Second, "Server listening on 127.0.0.1 port "+port)
 }
 
-// connectionPIDs returns the pids of sshd's per-connection processes: the
+// ConnectionPIDs returns the pids of sshd's per-connection processes: the
 // descendants of the listener that are still sshd (not the sessions'
 // shells and scripts).
-func (d *sshd) connectionPIDs(t testing.TB) []int {
+func (d *Server) ConnectionPIDs(t testing.TB) []int {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -276,34 +290,35 @@ func (d *sshd) connectionPIDs(t testing.TB) []int {
 	return pids
 }
 
-// accepted counts the logins sshd accepted.
-func (d *sshd) accepted() int { return strings.Count(d.log.String(), "Accepted ") }
+// Accepted counts the logins sshd accepted.
+func (d *Server) Accepted() int { return strings.Count(d.log.String(), "Accepted ") }
 
-// target returns the target logging in with the password and checking the
+// Target returns the target logging in with the password and checking the
 // host key against a known_hosts line.
-func (d *sshd) target() *executor.Target {
+func (d *Server) Target() *executor.Target {
 	return &executor.Target{
-		Host: "127.0.0.1", Port: d.port(), Login: testUser, Password: userPassword,
-		KnownHosts: d.knownHosts(),
+		Host: "127.0.0.1", Port: d.Port(), Login: User, Password: userPassword,
+		KnownHosts: d.KnownHosts(),
 	}
 }
 
-func (d *sshd) port() int {
-	_, p, _ := net.SplitHostPort(d.addr)
+// Port returns the port sshd listens on.
+func (d *Server) Port() int {
+	_, p, _ := net.SplitHostPort(d.Addr)
 	n, _ := strconv.Atoi(p)
 	return n
 }
 
-// knownHosts returns a known_hosts file holding the server's key.
-func (d *sshd) knownHosts() string {
-	return "# test\n" + knownhosts.Line([]string{d.addr}, d.hostKey) + "\n"
+// KnownHosts returns a known_hosts file holding the server's key.
+func (d *Server) KnownHosts() string {
+	return "# test\n" + knownhosts.Line([]string{d.Addr}, d.HostKey) + "\n"
 }
 
-// pinned returns the server's key in authorized_keys format.
-func (d *sshd) pinned() string { return string(gossh.MarshalAuthorizedKey(d.hostKey)) }
+// Pinned returns the server's key in authorized_keys format.
+func (d *Server) Pinned() string { return string(gossh.MarshalAuthorizedKey(d.HostKey)) }
 
-// userDir returns a directory owned by the test user, under which runs go.
-func userDir(t testing.TB) string {
+// UserDir returns a directory owned by the test user, under which runs go.
+func UserDir(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "runs")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -320,7 +335,9 @@ func userDir(t testing.TB) string {
 	return dir
 }
 
-func marshalKey(t testing.TB, key ed25519.PrivateKey, passphrase string) string {
+// MarshalKey returns key in OpenSSH PEM format, encrypted with passphrase
+// when it is not empty.
+func MarshalKey(t testing.TB, key ed25519.PrivateKey, passphrase string) string {
 	t.Helper()
 	var block *pem.Block
 	var err error
@@ -342,8 +359,8 @@ func writeFile(t testing.TB, name, content string, perm os.FileMode) {
 	}
 }
 
-// freePort returns a loopback port nothing listens on.
-func freePort(t testing.TB) int {
+// FreePort returns a loopback port nothing listens on.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -393,4 +410,17 @@ func (l *logLines) wait(t testing.TB, within time.Duration, want string) {
 			t.Fatalf("sshd log has no %q within %s:\n%s", want, within, l.String())
 		}
 	}
+}
+
+// Password returns the test user's password. Call it after [EnsureUser] or
+// [Start].
+func Password() string { return userPassword }
+
+// Log returns what sshd logged so far.
+func (d *Server) Log() string { return d.log.String() }
+
+// WaitLog waits until sshd's log holds want, failing the test after within.
+func (d *Server) WaitLog(t testing.TB, within time.Duration, want string) {
+	t.Helper()
+	d.log.wait(t, within, want)
 }
