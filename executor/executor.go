@@ -191,3 +191,24 @@ func System(goos string) string {
 	}
 	return strings.ToUpper(goos[:1]) + goos[1:]
 }
+
+// Wait waits until done is closed, timeout has passed or ctx is done, and
+// reports which ended the wait: neither when done was closed (also when it
+// was closed at the very moment the timeout fired), timedOut, or canceled.
+func Wait(ctx context.Context, done <-chan struct{}, timeout time.Duration) (timedOut, canceled bool) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return false, false
+	case <-timer.C:
+		select {
+		case <-done: // finished at the very moment
+			return false, false
+		default:
+			return true, false
+		}
+	case <-ctx.Done():
+		return false, true
+	}
+}

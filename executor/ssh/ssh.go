@@ -199,20 +199,7 @@ func (s *SSH) Run(ctx context.Context, job executor.Job) (executor.Result, error
 	runConn := r.conn
 
 	timeout := job.EffectiveTimeout()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	timedOut, canceled := false, false
-	select {
-	case <-sess.exited:
-	case <-timer.C:
-		select {
-		case <-sess.exited: // exited at the very moment
-		default:
-			timedOut = true
-		}
-	case <-ctx.Done():
-		canceled = true
-	}
+	timedOut, canceled := executor.Wait(ctx, sess.exited, timeout)
 	var killErr error
 	if timedOut || canceled {
 		killErr = r.kill(sess, filter)

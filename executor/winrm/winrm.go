@@ -260,20 +260,7 @@ func (w *WinRM) Run(ctx context.Context, job executor.Job) (executor.Result, err
 	}()
 
 	timeout := job.EffectiveTimeout()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	timedOut, canceled := false, false
-	select {
-	case <-cmd.finished:
-	case <-timer.C:
-		select {
-		case <-cmd.finished: // completed at the very moment
-		default:
-			timedOut = true
-		}
-	case <-ctx.Done():
-		canceled = true
-	}
+	timedOut, canceled := executor.Wait(ctx, cmd.finished, timeout)
 	var killErr error
 	shellDeleted := false
 	if timedOut || canceled {
