@@ -54,6 +54,50 @@ type Job struct {
 	Target *Target
 	// Request is the declarative request of an HTTP job; nil otherwise.
 	Request *Request
+	// Rotation is what a built-in rotator job changes; nil otherwise. Its
+	// Target is the resource (nil: this machine).
+	Rotation *Rotation
+}
+
+// Rotation kinds: the built-in rotators.
+const (
+	// RotateLinux sets a Linux account's password with chpasswd, on Target
+	// over SSH or, without a Target, on the machine the worker runs on;
+	// through sudo when the admin login is not root.
+	RotateLinux = "linux"
+	// RotatePostgreSQL sets a PostgreSQL role's password (ALTER ROLE), as
+	// the Target's admin login.
+	RotatePostgreSQL = "postgresql"
+)
+
+// Rotation is a password change performed by a built-in rotator: the
+// "general" rotation of a PAM User on its resource, or its rollback (the
+// same with the passwords swapped).
+type Rotation struct {
+	// Kind is RotateLinux or RotatePostgreSQL.
+	Kind string
+	// Login is the account (Linux user, PostgreSQL role) whose password
+	// changes.
+	Login string
+	// NewPassword is the password to set; OldPassword the one it has now.
+	// Both are secrets, masked in the Result.
+	NewPassword string
+	OldPassword string
+	// Database is the database a PostgreSQL rotator connects to. Defaults
+	// to "postgres".
+	Database string
+	// SSLMode is libpq's sslmode for PostgreSQL: disable, allow, prefer,
+	// require, verify-ca or verify-full (with Target.CACert as the roots
+	// when set). Defaults to "prefer".
+	SSLMode string
+}
+
+// Secrets returns the rotation's secret values.
+func (r *Rotation) Secrets() []string {
+	if r == nil {
+		return nil
+	}
+	return []string{r.NewPassword, r.OldPassword}
 }
 
 // Target is a remote machine and the admin credential to log in with. The
@@ -124,7 +168,7 @@ func (j Job) EffectiveOutputLimit() int {
 // Masker returns the masker for everything the job's Result carries: the
 // Secrets, their variants, and the Stdin line (without its line ending).
 func (j Job) Masker() *Masker {
-	secrets := append(append([]string(nil), j.Secrets...), j.Target.Secrets()...)
+	secrets := append(append(append([]string(nil), j.Secrets...), j.Target.Secrets()...), j.Rotation.Secrets()...)
 	line := strings.TrimSuffix(strings.TrimSuffix(string(j.Stdin), "\n"), "\r")
 	if line != "" {
 		secrets = append(secrets, line)
