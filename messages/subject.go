@@ -150,3 +150,12 @@ func (s Subjects) StartedBucket() string { return s.streamPrefix() + "_STARTED" 
 // WorkerKey is the key of a worker in the workers bucket:
 // "<host token>.<name token>".
 func WorkerKey(host, name string) string { return HostToken(host) + "." + HostToken(name) }
+
+// RecordsBucket names the KV bucket of the record store (the vault): the
+// records applied from the inventory, their current passwords and history,
+// sealed with the coordinator's key.
+func (s Subjects) RecordsBucket() string { return s.streamPrefix() + "_RECORDS" }
+
+// SchedulesBucket names the KV bucket of the schedulers: the leader lease
+// and the last slot fired for each scheduled user.
+func (s Subjects) SchedulesBucket() string { return s.streamPrefix() + "_SCHEDULES" }
