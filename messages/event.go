@@ -5,8 +5,8 @@ import "time"
 // Event kinds, the last token of an event subject.
 const (
 	EventStarted   = "started"
-	EventCompleted = "completed" // every script succeeded
-	EventFailed    = "failed"    // at least one script failed, or the rotation could not run
+	EventCompleted = "completed" // the rotation took effect and every step succeeded in the end
+	EventFailed    = "failed"    // a step failed, the rotation did not take effect, or it could not run
 )
 
 // RotationEvent announces the start or the end of a rotation on
@@ -17,10 +17,13 @@ type RotationEvent struct {
 	RotationID    string    `json:"rotation_id"`
 	UserRecordUID string    `json:"user_record_uid"`
 	Time          time.Time `json:"time"`
-	Steps         int       `json:"steps"`               // scripts planned
+	Steps         int       `json:"steps"`               // steps planned (started) or run (completed/failed)
 	Succeeded     int       `json:"succeeded,omitempty"` // on completed/failed
 	Failed        int       `json:"failed,omitempty"`    // on completed/failed
-	Error         string    `json:"error,omitempty"`     // why the rotation failed as a whole
+	// Effect, on completed/failed: committed, not_committed, rolled_back or
+	// rollback_failed — whether the new password took effect.
+	Effect string `json:"effect,omitempty"`
+	Error  string `json:"error,omitempty"` // why the rotation failed as a whole
 }
 
 // StepEvent announces the start or the end of one step on

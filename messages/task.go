@@ -13,6 +13,9 @@ const (
 	RunnerSSH   = "ssh"   // the worker (a gateway) runs it on Target over SSH
 	RunnerWinRM = "winrm" // the worker (a gateway) runs it on Target over WinRM
 	RunnerHTTP  = "http"  // a declarative HTTP request, no process
+	// RunnerRotate is a built-in rotator changing the user's password on
+	// the resource (or, for a rollback, setting the old one back).
+	RunnerRotate = "rotate"
 )
 
 // Task asks the worker of Host to run one post-rotation script.
@@ -29,7 +32,10 @@ type Task struct {
 	// Connection is how the worker reaches Target (ssh and winrm runners).
 	Connection *Connection `json:"connection,omitempty"`
 	// Request is the declarative request of the http runner.
-	Request   *Request  `json:"request,omitempty"`
+	Request *Request `json:"request,omitempty"`
+	// Rotation is what the rotate runner changes; its passwords are in
+	// Secret.
+	Rotation  *Rotation `json:"rotation,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	// ExpiresAt is the time after which the task must not start: a worker
 	// that receives it later refuses it instead of running a stale script.
@@ -57,7 +63,7 @@ func (s Script) Timeout() time.Duration { return time.Duration(s.TimeoutMS) * ti
 
 // Connection is the non-secret part of how a gateway reaches a machine.
 type Connection struct {
-	Protocol string `json:"protocol"` // ssh | winrm
+	Protocol string `json:"protocol"` // ssh | winrm | postgresql
 	Host     string `json:"host"`
 	Port     int    `json:"port"`
 	HTTPS    bool   `json:"https,omitempty"`
@@ -80,12 +86,27 @@ type Request struct {
 	ExpectStatus []int             `json:"expect_status,omitempty"`
 }
 
+// Rotation is the non-secret part of a built-in rotation.
+type Rotation struct {
+	Kind     string `json:"kind"`  // linux | postgresql
+	Login    string `json:"login"` // the account whose password changes
+	Database string `json:"database,omitempty"`
+	SSLMode  string `json:"sslmode,omitempty"`
+	// Rollback marks the task that sets the old password back.
+	Rollback bool `json:"rollback,omitempty"`
+}
+
 // TaskSecret is the secret part of a task.
 type TaskSecret struct {
 	Stdin []byte   `json:"stdin"` // the exact stdin bytes: one base64 line and "\n"
 	Mask  []string `json:"mask"`  // raw secret values to mask in the output
-	// Credential logs in to the connection's machine (ssh, winrm).
+	// Credential logs in to the connection's machine (ssh, winrm) or
+	// database.
 	Credential *Credential `json:"credential,omitempty"`
+	// NewPassword is what the rotate runner sets; OldPassword the
+	// password the account has before.
+	NewPassword string `json:"new_password,omitempty"`
+	OldPassword string `json:"old_password,omitempty"`
 }
 
 // Credential is the admin credential of a machine.
@@ -124,9 +145,13 @@ func (t Task) Validate() error {
 		return bad("runner %s needs a connection and a credential", t.Runner)
 	case t.Runner == RunnerHTTP && (t.Request == nil || t.Request.URL == ""):
 		return bad("runner http needs a request with a url")
+	case t.Runner == RunnerRotate && (t.Rotation == nil || t.Rotation.Kind == "" || t.Rotation.Login == "" || t.Secret == nil || t.Secret.NewPassword == ""):
+		return bad("runner rotate needs a rotation with a kind and a login, and a new password")
+	case t.Runner == RunnerRotate && t.Connection != nil && (t.Connection.Host == "" || t.Secret.Credential == nil):
+		return bad("runner rotate with a connection needs its host and a credential")
 	case t.Script.TimeoutMS <= 0:
 		return bad("script.timeout_ms %d is not positive", t.Script.TimeoutMS)
-	case t.Secret == nil || len(t.Secret.Stdin) == 0:
+	case t.Runner != RunnerRotate && (t.Secret == nil || len(t.Secret.Stdin) == 0):
 		return bad("secret.stdin is missing")
 	case t.ExpiresAt.IsZero():
 		return bad("expires_at is missing")

@@ -253,5 +253,11 @@ func jobOf(task messages.Task, attempt int) executor.Job {
 	if r := task.Request; r != nil {
 		job.Request = &executor.Request{Method: r.Method, URL: r.URL, Headers: r.Headers, Body: r.Body, ExpectStatus: r.ExpectStatus}
 	}
+	if r := task.Rotation; r != nil {
+		job.Rotation = &executor.Rotation{
+			Kind: r.Kind, Login: r.Login, Database: r.Database, SSLMode: r.SSLMode,
+			NewPassword: task.Secret.NewPassword, OldPassword: task.Secret.OldPassword,
+		}
+	}
 	return job
 }

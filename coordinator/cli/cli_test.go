@@ -49,7 +49,7 @@ func TestRotateTable(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
-	for _, want := range []string{"STEP", "Rotate via REST API", "web-01", "Notify the team", "3 of 3 scripts succeeded"} {
+	for _, want := range []string{"STEP", "Rotate via REST API", "web-01", "Notify the team", "3 of 3 steps succeeded"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
@@ -88,7 +88,7 @@ func TestRotateFailedScriptExits1(t *testing.T) {
 	if code != ExitFailed {
 		t.Fatalf("exit %d, want 1\n%s", code, stdout)
 	}
-	if !strings.Contains(stdout, "FAILED") || !strings.Contains(stdout, "broken") || !strings.Contains(stdout, "1 of 2 scripts succeeded") {
+	if !strings.Contains(stdout, "FAILED") || !strings.Contains(stdout, "broken") || !strings.Contains(stdout, "1 of 2 steps succeeded") {
 		t.Fatalf("table:\n%s", stdout)
 	}
 }

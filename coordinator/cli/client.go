@@ -47,7 +47,8 @@ func rotateRemote(ctx context.Context, g *globals, base, user string, asJSON, ve
 		if _, err := call(ctx, client, http.MethodGet, base+"/v1/rotations/"+run.ID, nil, &v); err != nil && ctx.Err() == nil {
 			fmt.Fprintf(g.stderr, "postrotate: %v (retrying)\n", err)
 		} else if err == nil && v.Finished() {
-			out := dispatch.Outcome{RotationID: v.ID, Results: v.Results, Succeeded: v.Succeeded, Failed: v.Failed}
+			out := dispatch.Outcome{RotationID: v.ID, Results: v.Results, Succeeded: v.Succeeded, Failed: v.Failed,
+				Effect: dispatch.Effect(v.Effect), Note: v.Note, Unresolved: v.Unresolved}
 			var runErr error
 			if v.Error != "" {
 				runErr = errors.New(v.Error)

@@ -55,7 +55,10 @@ func printOutcome(w io.Writer, out dispatch.Outcome, asJSON, verbose bool) error
 			writeStream(w, "stderr", r.Stderr, r.StderrTruncated, 10)
 		}
 	}
-	fmt.Fprintf(w, "\nrotation %s: %d of %d scripts succeeded\n", out.RotationID, out.Succeeded, len(out.Results))
+	fmt.Fprintf(w, "\nrotation %s: %d of %d steps succeeded\n", out.RotationID, out.Succeeded, len(out.Results))
+	if out.Effect != "" {
+		fmt.Fprintf(w, "password: %s (%s)\n", strings.ReplaceAll(string(out.Effect), "_", " "), out.Note)
+	}
 	return nil
 }
 

@@ -76,21 +76,60 @@ type Rotation struct {
 // NewID returns a fresh, time-ordered rotation id (a UUIDv7).
 func NewID() string { return uuid.Must(uuid.NewV7()).String() }
 
+// Effect says whether a rotation's new password took effect: what the
+// coordinator commits as the user's password.
+type Effect string
+
+const (
+	// EffectCommitted: the new password is the user's password now (a
+	// general rotation changed it, possibly with failed scripts that did
+	// not ask for a rollback; a scripts_only rotation whose scripts all
+	// succeeded).
+	EffectCommitted Effect = "committed"
+	// EffectNotCommitted: the rotation did not take effect; the old
+	// password stays the user's (a scripts_only rotation with a failed
+	// script, a failed built-in rotation without rollback, a rotation cut
+	// short).
+	EffectNotCommitted Effect = "not_committed"
+	// EffectRolledBack: the new password was set, then the old one set
+	// back.
+	EffectRolledBack Effect = "rolled_back"
+	// EffectRollbackFailed: setting the old password back failed: the
+	// resource may hold either password. Needs a person.
+	EffectRollbackFailed Effect = "rollback_failed"
+)
+
 // Outcome is what a rotation produced.
 type Outcome struct {
 	RotationID string
-	// Results has one RotationResult per planned step, in execution order.
+	// Results has one RotationResult per step run or skipped, in execution
+	// order: the planned steps, then re-runs and a rollback when they
+	// happened.
 	Results   []messages.RotationResult
 	Succeeded int
 	Failed    int
+	// Effect is whether the new password took effect; Note says why, for
+	// people.
+	Effect Effect
+	Note   string
+	// Unresolved counts the steps that failed in the end: a script whose
+	// re-run succeeded is resolved.
+	Unresolved int
 }
 
-// Success reports whether every script succeeded.
-func (o Outcome) Success() bool { return o.Failed == 0 }
+// Success reports whether the rotation took effect and nothing failed in
+// the end.
+func (o Outcome) Success() bool {
+	return o.Effect == EffectCommitted && o.Unresolved == 0
+}
 
-// Run runs every step of r in order and returns their results. It returns
-// an error only when the rotation could not run as a whole (the broker is
-// unreachable, ctx ended); then Outcome holds the results so far.
+// Run runs r: its built-in rotation when it has one (when it fails the
+// scripts are skipped, and the old password is set back when the plan's
+// Policy says so), then its scripts in order, then — per the Policy — a
+// re-run of each failed script and a rollback. It returns an error only
+// when the rotation could not run as a whole (the broker is unreachable,
+// ctx ended); then Outcome holds the results so far and its Effect is
+// EffectNotCommitted.
 func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 	if !messages.ValidToken(r.ID) {
 		return Outcome{}, fmt.Errorf("rotation id %q is not a valid subject token", r.ID)
@@ -113,35 +152,9 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 		log.Info().Int("steps", len(r.Plan.Steps)).Msg("rotation started")
 	}
 
-	var runErr error
-	stopAfter := "" // why the remaining steps are skipped
-	for _, step := range r.Plan.Steps {
-		if runErr == nil && stopAfter == "" {
-			var rr messages.RotationResult
-			rr, runErr = d.step(ctx, log, r, step, results)
-			if runErr == nil {
-				out.add(rr)
-				if !rr.Success && r.Plan.User.Rotation.StopOnFailure {
-					stopAfter = fmt.Sprintf("not run: step %d failed and the rotation has stop_on_failure", step.Index)
-				}
-				continue
-			}
-		}
-		// The rotation does not go on: every remaining step still gets a result.
-		reason := stopAfter
-		if runErr != nil {
-			reason = "not run: " + runErr.Error()
-		}
-		rr := d.failed(r, step, reason)
-		// A deliberate skip is final and published; a rotation cut short by
-		// its context (the coordinator stopping) is resumed later instead.
-		if stopAfter != "" {
-			if err := d.publishResult(context.WithoutCancel(ctx), rr); err != nil {
-				log.Warn().Err(err).Int("step", step.Index).Msg("publish skipped-step result")
-			}
-		}
-		out.add(rr)
-	}
+	e := &engine{d: d, ctx: ctx, log: log, r: r, results: results, out: &out}
+	e.run()
+	runErr := e.runErr
 
 	if ctx.Err() != nil {
 		// Cut short (the coordinator stopping): no final event, the
@@ -157,15 +170,140 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 		kind = messages.EventFailed
 	}
 	ev := messages.RotationEvent{
-		Kind: kind, RotationID: r.ID, UserRecordUID: r.Plan.User.UID, Steps: len(r.Plan.Steps),
-		Succeeded: out.Succeeded, Failed: out.Failed,
+		Kind: kind, RotationID: r.ID, UserRecordUID: r.Plan.User.UID, Steps: len(out.Results),
+		Succeeded: out.Succeeded, Failed: out.Failed, Effect: string(out.Effect),
 	}
 	if runErr != nil {
 		ev.Error = runErr.Error()
 	}
 	d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(kind), ev)
-	log.Info().Int("succeeded", out.Succeeded).Int("failed", out.Failed).Msg("rotation finished")
+	log.Info().Int("succeeded", out.Succeeded).Int("failed", out.Failed).Str("effect", string(out.Effect)).Msg("rotation finished")
 	return out, runErr
+}
+
+// engine runs one rotation's steps and decides its effect.
+type engine struct {
+	d       *Dispatcher
+	ctx     context.Context
+	log     zerolog.Logger
+	r       Rotation
+	results *resultWatch
+	out     *Outcome
+	runErr  error // the rotation cannot go on (broker, ctx)
+	next    int   // index of the next unplanned step
+}
+
+// exec runs step, or when the rotation cannot go on records it as not run
+// (unpublished: the rotation is resumed later). skip, when not empty, is
+// why the step is deliberately not run: published, final.
+func (e *engine) exec(step plan.Step, skip string) messages.RotationResult {
+	if e.runErr == nil && skip == "" {
+		rr, err := e.d.step(e.ctx, e.log, e.r, step, e.results)
+		if err == nil {
+			e.out.add(rr)
+			return rr
+		}
+		e.runErr = err
+	}
+	reason := skip
+	if e.runErr != nil {
+		reason = "not run: " + e.runErr.Error()
+	}
+	rr := e.d.failed(e.r, step, reason)
+	if e.runErr == nil {
+		if err := e.d.publishResult(context.WithoutCancel(e.ctx), rr); err != nil {
+			e.log.Warn().Err(err).Int("step", step.Index).Msg("publish skipped-step result")
+		}
+	}
+	e.out.add(rr)
+	return rr
+}
+
+func (e *engine) run() {
+	p := e.r.Plan
+	e.next = len(p.Steps) + 1
+	rotation, general := p.RotationStep()
+	scripts := p.Steps
+	rotationFailed := false
+	if general {
+		scripts = p.Steps[1:]
+		rotationFailed = !e.exec(rotation, "").Success
+	}
+
+	var failed []plan.Step // scripts that ran and failed
+	skip := ""
+	if rotationFailed {
+		skip = fmt.Sprintf("not run: the password rotation (step %d) failed", rotation.Index)
+	}
+	for _, step := range scripts {
+		rr := e.exec(step, skip)
+		if rr.Success || skip != "" || e.runErr != nil {
+			continue
+		}
+		failed = append(failed, step)
+		if p.User.Rotation.StopOnFailure {
+			skip = fmt.Sprintf("not run: step %d failed and the rotation has stop_on_failure", step.Index)
+		}
+	}
+	e.out.Unresolved = len(failed)
+	if rotationFailed {
+		e.out.Unresolved++
+	}
+
+	if len(failed) > 0 && p.Policy.RerunOnPostRotationFail && e.runErr == nil {
+		var still []plan.Step
+		for _, step := range failed {
+			again := p.RerunStep(step, e.take())
+			if !e.exec(again, "").Success {
+				still = append(still, again)
+			}
+		}
+		e.out.Unresolved = len(still)
+		failed = still
+	}
+
+	switch {
+	case e.runErr != nil:
+		e.out.Effect, e.out.Note = EffectNotCommitted, "the rotation was cut short: "+e.runErr.Error()
+	case !general && len(failed) > 0:
+		e.out.Effect, e.out.Note = EffectNotCommitted, "a script failed: in scripts_only mode the rotation takes effect only when every script succeeds"
+	case !general && skip != "":
+		e.out.Effect, e.out.Note = EffectNotCommitted, "a script failed (stop_on_failure)"
+	case !general:
+		e.out.Effect, e.out.Note = EffectCommitted, "every script succeeded"
+	case rotationFailed && p.Policy.RollbackOnPasswordFail:
+		e.rollback("the password rotation failed")
+	case rotationFailed:
+		e.out.Effect, e.out.Note = EffectNotCommitted, "the password rotation failed and Rollback On Password Fail is off: the resource may hold the new password, which is kept in the history"
+	case len(failed) > 0 && p.Policy.RollbackOnPostRotationFail:
+		e.rollback("a post-rotation script failed")
+	case len(failed) > 0:
+		e.out.Effect, e.out.Note = EffectCommitted, "the password was changed; a post-rotation script failed (Rollback On Post Rotation Fail is off)"
+	default:
+		e.out.Effect, e.out.Note = EffectCommitted, "the password was changed and every script succeeded"
+	}
+}
+
+// take returns the index of the next unplanned step.
+func (e *engine) take() int {
+	i := e.next
+	e.next++
+	return i
+}
+
+// rollback sets the old password back on the resource.
+func (e *engine) rollback(why string) {
+	step, _ := e.r.Plan.RollbackStep(e.take())
+	rr := e.exec(step, "")
+	switch {
+	case e.runErr != nil:
+		e.out.Effect, e.out.Note = EffectRollbackFailed, why+"; the rollback was cut short: "+e.runErr.Error()
+	case rr.Success:
+		e.out.Effect, e.out.Note = EffectRolledBack, why+"; the old password was set back"
+	default:
+		e.out.Effect, e.out.Note = EffectRollbackFailed, why+"; setting the old password back failed: the resource may hold either password"
+		e.out.Unresolved++
+	}
 }
 
 func (o *Outcome) add(rr messages.RotationResult) {
@@ -245,19 +383,34 @@ func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, s
 
 // task builds the task of one step, with its Keeper payload.
 func (d *Dispatcher) task(r Rotation, step plan.Step) (messages.Task, error) {
-	in := r.Plan.Input(step, r.NewPassword, r.OldPassword)
-	params, err := payload.Build(in)
-	if err != nil {
-		return messages.Task{}, fmt.Errorf("build payload: %w", err)
-	}
-	stdin, err := params.Encode()
-	if err != nil {
-		return messages.Task{}, fmt.Errorf("encode payload: %w", err)
-	}
 	now := d.opts.Now()
-	secret := &messages.TaskSecret{Stdin: stdin, Mask: slices.Concat(in.Secrets(), r.Plan.Secrets(), params.Secrets())}
+	var secret *messages.TaskSecret
+	var rotation *messages.Rotation
+	if step.Runner == plan.RunnerRotate {
+		// No payload: the rotator gets the two passwords, swapped for a
+		// rollback.
+		secret = &messages.TaskSecret{NewPassword: r.NewPassword, OldPassword: r.OldPassword, Mask: slices.Concat([]string{r.NewPassword, r.OldPassword}, r.Plan.Secrets())}
+		if step.Rotation.Rollback {
+			secret.NewPassword, secret.OldPassword = r.OldPassword, r.NewPassword
+		}
+		rotation = &messages.Rotation{Kind: step.Rotation.Kind, Login: r.Plan.User.Login(), Database: step.Rotation.Database, SSLMode: step.Rotation.SSLMode, Rollback: step.Rotation.Rollback}
+	} else {
+		in := r.Plan.Input(step, r.NewPassword, r.OldPassword)
+		params, err := payload.Build(in)
+		if err != nil {
+			return messages.Task{}, fmt.Errorf("build payload: %w", err)
+		}
+		stdin, err := params.Encode()
+		if err != nil {
+			return messages.Task{}, fmt.Errorf("encode payload: %w", err)
+		}
+		// params.Secrets adds the records blob and the whole line: a script
+		// echoing its input must not leak the secrets inside them.
+		secret = &messages.TaskSecret{Stdin: stdin, Mask: slices.Concat(in.Secrets(), r.Plan.Secrets(), params.Secrets())}
+	}
 	var conn *messages.Connection
-	if step.Runner == plan.RunnerSSH || step.Runner == plan.RunnerWinRM {
+	if step.Target != "" {
+		var err error
 		conn, secret.Credential, err = connection(r.Plan, step)
 		if err != nil {
 			return messages.Task{}, err
@@ -286,11 +439,10 @@ func (d *Dispatcher) task(r Rotation, step plan.Step) (messages.Task, error) {
 		},
 		Connection: conn,
 		Request:    req,
+		Rotation:   rotation,
 		CreatedAt:  now,
 		ExpiresAt:  now.Add(d.opts.PickupTimeout),
-		// params.Secrets adds the records blob and the whole line: a script
-		// echoing its input must not leak the secrets inside them.
-		Secret: secret,
+		Secret:     secret,
 	}, nil
 }
 
@@ -299,12 +451,12 @@ func (d *Dispatcher) task(r Rotation, step plan.Step) (messages.Task, error) {
 func connection(p *plan.Plan, step plan.Step) (*messages.Connection, *messages.Credential, error) {
 	m, ok := p.Record(step.Target)
 	if !ok || m.Connection == nil {
-		return nil, nil, fmt.Errorf("step %d: machine %q has no connection", step.Index, step.Target)
+		return nil, nil, fmt.Errorf("step %d: resource %q has no connection", step.Index, step.Target)
 	}
 	c := m.Connection
 	admin, ok := p.Record(c.Admin)
 	if !ok {
-		return nil, nil, fmt.Errorf("step %d: machine %q: no admin record %q", step.Index, m.UID, c.Admin)
+		return nil, nil, fmt.Errorf("step %d: resource %q: no admin record %q", step.Index, m.UID, c.Admin)
 	}
 	cred := &messages.Credential{Login: admin.Login(), Password: admin.Password()}
 	for _, f := range admin.Fields {
@@ -319,7 +471,7 @@ func connection(p *plan.Plan, step plan.Step) (*messages.Connection, *messages.C
 		}
 	}
 	if cred.Login == "" || (cred.Password == "" && cred.PrivateKey == "") {
-		return nil, nil, fmt.Errorf("step %d: admin record %q of machine %q needs a login and a password or private key", step.Index, admin.UID, m.UID)
+		return nil, nil, fmt.Errorf("step %d: admin record %q of %q needs a login and a password or private key", step.Index, admin.UID, m.UID)
 	}
 	return &messages.Connection{
 		Protocol: c.Protocol, Host: c.Host, Port: c.Port, HTTPS: c.HTTPS,

@@ -32,6 +32,9 @@ const (
 const (
 	ProtocolSSH   = "ssh"
 	ProtocolWinRM = "winrm"
+	// ProtocolPostgreSQL is how the gateway reaches a pamDatabase to
+	// rotate a role's password (general rotation).
+	ProtocolPostgreSQL = "postgresql"
 )
 
 const (
@@ -94,8 +97,15 @@ type Connection struct {
 	// HostKey is the machine's public host key in authorized_keys format
 	// (ssh only).
 	HostKey string `yaml:"host_key"`
-	// CACert is a PEM CA bundle file for WinRM over HTTPS.
+	// CACert is a PEM CA bundle file for WinRM over HTTPS, or the roots
+	// of a PostgreSQL server's certificate.
 	CACert string `yaml:"ca_cert"`
+	// Database is the database a PostgreSQL connection opens; defaults to
+	// "postgres".
+	Database string `yaml:"database"`
+	// SSLMode is libpq's sslmode of a PostgreSQL connection (disable,
+	// allow, prefer, require, verify-ca, verify-full); defaults to prefer.
+	SSLMode string `yaml:"sslmode"`
 	// KnownHostsData and CACertData are the files' contents, read at load.
 	KnownHostsData []byte `yaml:"-"`
 	CACertData     []byte `yaml:"-"`
@@ -239,6 +249,30 @@ func (r *Record) NOOP() bool {
 		}
 	}
 	return false
+}
+
+// Switch reads a yes/no setting: the first field labelled label (any
+// case) — a checkbox, or a text "true"/"false" (any case). ok is false when
+// the record has no such field or its value is neither.
+func (r *Record) Switch(label string) (value, ok bool) {
+	for _, f := range r.Fields {
+		if !strings.EqualFold(strings.TrimSpace(f.Label), label) {
+			continue
+		}
+		switch v := first(f.Value).(type) {
+		case bool:
+			return v, true
+		case string:
+			switch strings.ToLower(strings.TrimSpace(v)) {
+			case "true", "yes", "on":
+				return true, true
+			case "false", "no", "off":
+				return false, true
+			}
+		}
+		return false, false
+	}
+	return false, false
 }
 
 func (r *Record) firstValue(fieldType string) string {

@@ -21,7 +21,7 @@ import (
 var (
 	topKeys        = []string{"version", "records"}
 	recordKeys     = []string{"uid", "type", "title", "gateway", "worker", "connection", "fields", "scripts", "rotation"}
-	connectionKeys = []string{"protocol", "host", "port", "https", "admin", "known_hosts", "host_key", "ca_cert", "insecure_ignore_host_key"}
+	connectionKeys = []string{"protocol", "host", "port", "https", "admin", "known_hosts", "host_key", "ca_cert", "insecure_ignore_host_key", "database", "sslmode"}
 	fieldKeys      = []string{"type", "label", "value", "secret"}
 	scriptKeys     = []string{"file", "http", "name", "title", "command", "records", "timeout", "retry_on_interrupt"}
 	httpKeys       = []string{"method", "url", "headers", "body", "expect_status"}
@@ -148,8 +148,12 @@ func (d *decoder) record(n *yaml.Node, i int, rec *Record) {
 	if cn, set := m["connection"]; set && !isNull(cn) {
 		rec.Connection = d.connection(cn, join(path, "connection"))
 		switch {
-		case rec.Type != TypeMachine:
-			d.addf(join(path, "connection"), line(cn), "only a pamMachine has a connection")
+		case rec.Type == TypeDatabase && rec.Connection.Protocol != ProtocolPostgreSQL && rec.Connection.Protocol != "":
+			d.addf(join(join(path, "connection"), "protocol"), line(cn), "a pamDatabase's connection is postgresql")
+		case rec.Type == TypeMachine && rec.Connection.Protocol == ProtocolPostgreSQL:
+			d.addf(join(join(path, "connection"), "protocol"), line(cn), "a pamMachine's connection is ssh or winrm")
+		case rec.Type != TypeMachine && rec.Type != TypeDatabase:
+			d.addf(join(path, "connection"), line(cn), "only a pamMachine or a pamDatabase has a connection")
 		case rec.Worker != "":
 			d.addf(join(path, "connection"), line(cn), "a pamMachine has either a worker or a connection, not both")
 		}
@@ -207,11 +211,13 @@ func (d *decoder) connection(n *yaml.Node, path string) *Connection {
 		HostKey:               d.str(m["host_key"], join(path, "host_key")),
 		CACert:                d.str(m["ca_cert"], join(path, "ca_cert")),
 		InsecureIgnoreHostKey: d.boolean(m["insecure_ignore_host_key"], join(path, "insecure_ignore_host_key")),
+		Database:              d.str(m["database"], join(path, "database")),
+		SSLMode:               d.str(m["sslmode"], join(path, "sslmode")),
 	}
 	if c.KnownHosts != "" && c.Protocol == ProtocolSSH {
 		c.KnownHostsData = d.readScript(c.KnownHosts, join(path, "known_hosts"), line(m["known_hosts"]))
 	}
-	if c.CACert != "" && c.Protocol == ProtocolWinRM {
+	if c.CACert != "" && (c.Protocol == ProtocolWinRM || c.Protocol == ProtocolPostgreSQL) {
 		c.CACertData = d.readScript(c.CACert, join(path, "ca_cert"), line(m["ca_cert"]))
 	}
 	switch c.Protocol {
@@ -220,7 +226,7 @@ func (d *decoder) connection(n *yaml.Node, path string) *Connection {
 			d.addf(join(path, "https"), line(m["https"]), "only for winrm")
 		}
 		if !isNull(m["ca_cert"]) {
-			d.addf(join(path, "ca_cert"), line(m["ca_cert"]), "only for winrm")
+			d.addf(join(path, "ca_cert"), line(m["ca_cert"]), "not for ssh (winrm and postgresql only)")
 		}
 		if c.InsecureIgnoreHostKey && (c.KnownHosts != "" || c.HostKey != "") {
 			d.addf(join(path, "insecure_ignore_host_key"), line(m["insecure_ignore_host_key"]), "conflicts with known_hosts and host_key")
@@ -231,10 +237,28 @@ func (d *decoder) connection(n *yaml.Node, path string) *Connection {
 				d.addf(join(path, k), line(m[k]), "only for ssh")
 			}
 		}
+	case ProtocolPostgreSQL:
+		for _, k := range []string{"known_hosts", "host_key", "https", "insecure_ignore_host_key"} {
+			if !isNull(m[k]) {
+				d.addf(join(path, k), line(m[k]), "not for postgresql")
+			}
+		}
+		switch c.SSLMode {
+		case "", "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+		default:
+			d.addf(join(path, "sslmode"), line(m["sslmode"]), "unknown sslmode %q: want disable, allow, prefer, require, verify-ca or verify-full", c.SSLMode)
+		}
 	case "":
-		d.addf(join(path, "protocol"), line(or(m["protocol"], n)), "required: ssh or winrm")
+		d.addf(join(path, "protocol"), line(or(m["protocol"], n)), "required: ssh, winrm or postgresql")
 	default:
-		d.addf(join(path, "protocol"), line(m["protocol"]), "unknown protocol %q: want ssh or winrm", c.Protocol)
+		d.addf(join(path, "protocol"), line(m["protocol"]), "unknown protocol %q: want ssh, winrm or postgresql", c.Protocol)
+	}
+	if c.Protocol != ProtocolPostgreSQL {
+		for _, k := range []string{"database", "sslmode"} {
+			if !isNull(m[k]) {
+				d.addf(join(path, k), line(m[k]), "only for postgresql")
+			}
+		}
 	}
 	switch {
 	case c.Host == "":
@@ -251,6 +275,8 @@ func (d *decoder) connection(n *yaml.Node, path string) *Connection {
 		c.Port = 5986
 	case c.Port == 0 && c.Protocol == ProtocolWinRM:
 		c.Port = 5985
+	case c.Port == 0 && c.Protocol == ProtocolPostgreSQL:
+		c.Port = 5432
 	}
 	if c.Admin == "" {
 		d.addf(join(path, "admin"), line(or(m["admin"], n)), "required: the uid of the record with the admin credential")

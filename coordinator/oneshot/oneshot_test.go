@@ -326,15 +326,22 @@ func waitGone(t *testing.T, pid int) {
 	}
 }
 
+// Rotations no built-in rotator can perform are refused before anything
+// runs: iam_user, and general on a Windows machine reached over winrm.
 func TestRefusesGeneralRotationWithoutRotator(t *testing.T) {
 	t.Parallel()
-	y := strings.Replace(inventoryYAML(nil, nil, nil), "type: scripts_only", "type: general", 1)
-	inv := fixture{yaml: y}.load(t)
-	_, err := Rotate(t.Context(), inv, "svc", Options{})
-	var ie *InputError
-	if !errors.As(err, &ie) || !errors.Is(err, ErrNotSupported) {
-		t.Fatalf("err = %v, want an InputError wrapping ErrNotSupported", err)
+	for _, rot := range []string{"type: iam_user", "type: general"} {
+		y := strings.Replace(inventoryYAML(nil, []string{"{file: x.sh}"}, nil), "type: scripts_only", rot, 1)
+		y = strings.Replace(y, "    worker: web-01\n", "    connection: {protocol: winrm, host: 127.0.0.1, admin: token}\n", 1)
+		inv := fixture{yaml: y, scripts: map[string]string{"x.sh": "exit 0\n"}}.load(t)
+		_, err := Rotate(t.Context(), inv, "svc", Options{})
+		var ie *InputError
+		if !errors.As(err, &ie) || !errors.Is(err, ErrNotSupported) {
+			t.Fatalf("%s: err = %v, want an InputError wrapping ErrNotSupported", rot, err)
+		}
 	}
+	inv := fixture{yaml: inventoryYAML(nil, nil, nil)}.load(t)
+	var ie *InputError
 	if _, err := Rotate(t.Context(), inv, "nobody", Options{}); !errors.As(err, &ie) {
 		t.Fatalf("unknown user: err = %v, want InputError", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/payload"
@@ -15,9 +17,16 @@ type Phase string
 
 // Phases, in execution order.
 const (
+	// PhaseRotation is the built-in rotation of a general rotation: the
+	// user's password changed on the resource, before any script.
+	PhaseRotation      Phase = "rotation"
 	PhaseUser          Phase = "user"
 	PhaseResource      Phase = "resource"
 	PhaseConfiguration Phase = "configuration"
+	// PhaseRerun is a failed script run again (Re-run On Post Rotation
+	// Fail); PhaseRollback sets the old password back on the resource.
+	PhaseRerun    Phase = "rerun"
+	PhaseRollback Phase = "rollback"
 )
 
 // Runners: how the worker on a step's Host runs the script.
@@ -31,6 +40,16 @@ const (
 	// RunnerWinRM: the gateway runs the script on the Target machine over
 	// WinRM.
 	RunnerWinRM = inventory.ProtocolWinRM
+	// RunnerRotate: the worker on Host changes the password with a built-in
+	// rotator, on the Target resource (or its own machine when Target is
+	// empty).
+	RunnerRotate = "rotate"
+)
+
+// Built-in rotator kinds.
+const (
+	RotateLinux      = "linux"
+	RotatePostgreSQL = "postgresql"
 )
 
 var (
@@ -65,16 +84,60 @@ type Step struct {
 	// Additional are the uids of the additional credential records given to
 	// the script, in order.
 	Additional []string
+	// Rotation is the password change of a RunnerRotate step.
+	Rotation *Rotation
 }
+
+// Rotation is what a built-in rotation step changes.
+type Rotation struct {
+	// Kind is RotateLinux or RotatePostgreSQL.
+	Kind string
+	// Database and SSLMode of a PostgreSQL connection.
+	Database, SSLMode string
+	// Rollback sets the old password back: the step's task carries the
+	// passwords swapped.
+	Rollback bool
+}
+
+// Policy is what happens when part of a rotation fails: Keeper's
+// record-level switches, looked up on the user, then the resource, then
+// the configuration (fields labelled as below, checkbox or text "true" /
+// "false").
+type Policy struct {
+	// RollbackOnPasswordFail: when the built-in rotation fails, set the old
+	// password back (it may have been changed). Default true.
+	RollbackOnPasswordFail bool
+	// RollbackOnPostRotationFail: when a script still fails, set the old
+	// password back and do not commit the new one. Default false.
+	RollbackOnPostRotationFail bool
+	// RerunOnPostRotationFail: run each failed script once more. Default
+	// false.
+	RerunOnPostRotationFail bool
+}
+
+// The labels of the policy switches.
+const (
+	LabelRollbackOnPasswordFail     = "Rollback On Password Fail"
+	LabelRollbackOnPostRotationFail = "Rollback On Post Rotation Fail"
+	LabelRerunOnPostRotationFail    = "Re-run On Post Rotation Fail"
+)
+
+// DefaultRotationTimeout bounds a built-in rotation step.
+const DefaultRotationTimeout = 2 * time.Minute
 
 // Plan is the ordered steps of one PAM User's rotation.
 type Plan struct {
 	User          *inventory.Record
 	Resource      *inventory.Record // nil when the rotation has none
 	Configuration *inventory.Record
-	Steps         []Step
+	// Steps are the planned steps: the built-in rotation first when the
+	// rotation has one, then the scripts. Re-runs and rollbacks are
+	// decided while the rotation runs (RerunStep, RollbackStep).
+	Steps  []Step
+	Policy Policy
 
-	records map[string]*inventory.Record // every record a step refers to
+	records     map[string]*inventory.Record // every record a step refers to
+	unsupported error                        // why CheckSupported refuses the plan
 }
 
 // New plans the rotation of the pamUser userUID. Errors match (errors.Is)
@@ -122,6 +185,20 @@ func New(inv *inventory.Inventory, userUID string) (*Plan, error) {
 		}
 		p.Resource = res
 		p.records[res.UID] = res
+	}
+
+	p.Policy = Policy{
+		RollbackOnPasswordFail:     p.lookupSwitch(LabelRollbackOnPasswordFail, true),
+		RollbackOnPostRotationFail: p.lookupSwitch(LabelRollbackOnPostRotationFail, false),
+		RerunOnPostRotationFail:    p.lookupSwitch(LabelRerunOnPostRotationFail, false),
+	}
+	if rot := user.Rotation; rot.Type == inventory.RotationGeneral && !user.NOOP() {
+		step, err := p.rotationStep(inv, cfg.Gateway)
+		if err != nil {
+			p.unsupported = err
+		} else {
+			p.Steps = append(p.Steps, step)
+		}
 	}
 
 	add := func(phase Phase, rec *inventory.Record, host, runner, target string) error {
@@ -272,19 +349,110 @@ func (p *Plan) Secrets() []string {
 // does not have yet.
 var ErrNotSupported = errors.New("not supported")
 
-// CheckSupported refuses rotations whose built-in part postrotate cannot
-// perform yet: only scripts_only rotations and rotations with a NOOP field
-// (which run the scripts and skip the built-in rotation) are run, so a
-// script is never told of a password change that did not happen.
+// CheckSupported refuses rotations postrotate cannot perform: iam_user
+// rotations, and general rotations on a resource no built-in rotator
+// handles (a Windows machine, a directory, a machine without a
+// connection or worker). scripts_only rotations and rotations with a NOOP
+// field run only the scripts and are always supported.
 func (p *Plan) CheckSupported() error {
 	rot := p.User.Rotation
 	switch {
 	case rot.Type == inventory.RotationScriptsOnly || p.User.NOOP():
 		return nil
 	case rot.Type == inventory.RotationIAMUser:
-		return fmt.Errorf("rotation of %s: type iam_user: %w", p.User.UID, ErrNotSupported)
-	default:
-		return fmt.Errorf("rotation of %s: type %s needs a built-in rotator, which this version does not have (%w): use type scripts_only or add a text field labelled NOOP with value True",
-			p.User.UID, rot.Type, ErrNotSupported)
+		return fmt.Errorf("rotation of %s: type iam_user (cloud IAM APIs) is %w: use type scripts_only with a script that calls your cloud's API, or add a text field labelled NOOP with value True", p.User.UID, ErrNotSupported)
+	case p.unsupported != nil:
+		return fmt.Errorf("rotation of %s: %w", p.User.UID, p.unsupported)
 	}
+	return nil
+}
+
+// rotationStep plans the built-in rotation of a general rotation on its
+// resource: a Linux account on a machine (through the machine's worker, or
+// from the gateway over SSH), or a PostgreSQL role on a database reached
+// from the gateway. Its error wraps ErrNotSupported.
+func (p *Plan) rotationStep(inv *inventory.Inventory, gateway string) (Step, error) {
+	res := p.Resource
+	if res == nil {
+		return Step{}, fmt.Errorf("a general rotation needs a resource: %w", ErrNotSupported)
+	}
+	step := Step{Index: 1, Phase: PhaseRotation, RecordUID: p.User.UID, Host: gateway, Runner: RunnerRotate, Rotation: &Rotation{}}
+	c := res.Connection
+	switch {
+	case res.Type == inventory.TypeMachine && res.Worker != "":
+		step.Host, step.Rotation.Kind = res.Worker, RotateLinux
+	case res.Type == inventory.TypeMachine && c != nil && c.Protocol == inventory.ProtocolSSH:
+		step.Target, step.Rotation.Kind = res.UID, RotateLinux
+	case res.Type == inventory.TypeDatabase && c != nil && c.Protocol == inventory.ProtocolPostgreSQL:
+		step.Target, step.Rotation.Kind = res.UID, RotatePostgreSQL
+		step.Rotation.Database, step.Rotation.SSLMode = c.Database, c.SSLMode
+	case res.Type == inventory.TypeMachine && c != nil && c.Protocol == inventory.ProtocolWinRM:
+		return Step{}, fmt.Errorf("built-in rotation of a Windows account over winrm on %s is %w yet: use scripts_only", res.UID, ErrNotSupported)
+	case res.Type == inventory.TypeDatabase:
+		return Step{}, fmt.Errorf("built-in rotation on database %s needs connection: {protocol: postgresql, ...} (the only database type supported): %w", res.UID, ErrNotSupported)
+	default:
+		return Step{}, fmt.Errorf("no built-in rotator for a %s (%s): %w", res.Type, res.UID, ErrNotSupported)
+	}
+	if step.Target != "" {
+		if admin, ok := inv.Record(c.Admin); ok {
+			p.records[admin.UID] = admin
+		}
+	}
+	login := p.User.Login()
+	if login == "" {
+		return Step{}, fmt.Errorf("user %s has no login field to rotate: %w", p.User.UID, ErrNotSupported)
+	}
+	step.Script = inventory.Script{
+		Name:    "rotate-" + step.Rotation.Kind,
+		Title:   fmt.Sprintf("Rotate the password of %s on %s (%s)", login, res.UID, step.Rotation.Kind),
+		Timeout: DefaultRotationTimeout,
+		// Setting a password is idempotent: a rotation interrupted with its
+		// worker runs again instead of being left in doubt.
+		RetryOnInterrupt: true,
+	}
+	return step, nil
+}
+
+// RotationStep returns the planned built-in rotation step, if any.
+func (p *Plan) RotationStep() (Step, bool) {
+	if len(p.Steps) > 0 && p.Steps[0].Phase == PhaseRotation {
+		return p.Steps[0], true
+	}
+	return Step{}, false
+}
+
+// RollbackStep returns the step that sets the old password back, as step
+// index. It needs a built-in rotation step.
+func (p *Plan) RollbackStep(index int) (Step, bool) {
+	rot, ok := p.RotationStep()
+	if !ok {
+		return Step{}, false
+	}
+	r := *rot.Rotation
+	r.Rollback = true
+	rot.Index, rot.Phase, rot.Rotation = index, PhaseRollback, &r
+	rot.Script.Name = "rollback-" + r.Kind
+	rot.Script.Title = strings.Replace(rot.Script.Title, "Rotate the password", "Set the old password back", 1)
+	return rot, true
+}
+
+// RerunStep returns step run again as step index.
+func (p *Plan) RerunStep(step Step, index int) Step {
+	step.Index, step.Phase = index, PhaseRerun
+	step.Script.Title += " (re-run)"
+	return step
+}
+
+// lookupSwitch reads a policy switch on the user, then the resource, then
+// the configuration.
+func (p *Plan) lookupSwitch(label string, def bool) bool {
+	for _, r := range []*inventory.Record{p.User, p.Resource, p.Configuration} {
+		if r == nil {
+			continue
+		}
+		if v, ok := r.Switch(label); ok {
+			return v
+		}
+	}
+	return def
 }

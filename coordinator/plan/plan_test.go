@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/postrotate/postrotate/coordinator/inventory"
@@ -83,6 +84,7 @@ func TestNewOrderAndHosts(t *testing.T) {
 		{
 			user: "u-worker",
 			steps: []stepWant{
+				{PhaseRotation, "u-worker", "rotate-linux", "host-m", RunnerRotate, ""},
 				{PhaseUser, "u-worker", "u-1.sh", "gw-1", RunnerLocal, ""},
 				{PhaseUser, "u-worker", "u-2.sh", "gw-1", RunnerLocal, ""},
 				{PhaseResource, "m-worker", "m-1.sh", "host-m", RunnerLocal, ""},
@@ -90,11 +92,12 @@ func TestNewOrderAndHosts(t *testing.T) {
 				{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
 				{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
 			},
-			hosts: []string{"gw-1", "host-m"},
+			hosts: []string{"host-m", "gw-1"},
 		},
 		{
 			user: "u-ssh",
 			steps: []stepWant{
+				{PhaseRotation, "u-ssh", "rotate-linux", "gw-1", RunnerRotate, "m-ssh"},
 				{PhaseResource, "m-ssh", "ssh.sh", "gw-1", RunnerSSH, "m-ssh"},
 				{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
 				{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
@@ -336,9 +339,10 @@ records:
 	}
 	var got []string
 	for _, s := range p.Steps {
-		got = append(got, s.RecordUID+"/"+s.Script.Name+"@"+s.Host+"/"+s.Runner+"/"+s.Target+":"+string(s.Script.Content[10:]))
+		got = append(got, s.RecordUID+"/"+s.Script.Name+"@"+s.Host+"/"+s.Runner+"/"+s.Target+":"+strings.TrimPrefix(string(s.Script.Content), "#!/bin/sh\n"))
 	}
 	want := []string{
+		"svc/rotate-linux@gateway-1/rotate/web:",
 		"svc/u.sh@gateway-1/local/:echo u.sh\n",
 		"web/m.sh@gateway-1/ssh/web:echo m.sh\n",
 		"cfg/c.sh@gateway-1/local/:echo c.sh\n",

@@ -26,8 +26,8 @@ type State string
 
 const (
 	StateRunning   State = "running"
-	StateCompleted State = "completed" // every script succeeded
-	StateFailed    State = "failed"    // a script failed, or the rotation could not run
+	StateCompleted State = "completed" // the rotation took effect and every step succeeded in the end
+	StateFailed    State = "failed"    // a step failed, the rotation did not take effect, or it could not run
 )
 
 // Step describes one planned step.
@@ -51,7 +51,13 @@ type Run struct {
 	Steps         []Step    `json:"steps"`
 	Succeeded     int       `json:"succeeded"`
 	Failed        int       `json:"failed"`
-	Error         string    `json:"error,omitempty"`
+	// Effect says whether the new password took effect (committed,
+	// not_committed, rolled_back, rollback_failed); Note why. Set when the
+	// run finishes.
+	Effect     string `json:"effect,omitempty"`
+	Note       string `json:"note,omitempty"`
+	Unresolved int    `json:"unresolved,omitempty"`
+	Error      string `json:"error,omitempty"`
 	// Credentials the remaining steps need after a restart. Removed when
 	// the run finishes.
 	Secret *Secret `json:"secret,omitempty"`

@@ -242,8 +242,18 @@ func (s *Server) finish(ctx context.Context, run runs.Run, out dispatch.Outcome,
 	run.Secret = nil
 	run.UpdatedAt, run.FinishedAt = now, now
 	run.Succeeded, run.Failed = out.Succeeded, out.Failed
+	run.Effect, run.Note, run.Unresolved = string(out.Effect), out.Note, out.Unresolved
+	if run.Effect == "" {
+		run.Effect = string(dispatch.EffectNotCommitted)
+	}
+	// Re-runs and a rollback are steps too.
+	for _, rr := range out.Results {
+		if rr.Step > len(run.Steps) {
+			run.Steps = append(run.Steps, runs.Step{Index: rr.Step, Host: rr.Host, UID: rr.UID, Name: rr.Name, Title: rr.Title})
+		}
+	}
 	run.State = runs.StateCompleted
-	if err != nil || out.Failed > 0 || len(out.Results) < len(run.Steps) {
+	if err != nil || !out.Success() || len(out.Results) < len(run.Steps) {
 		run.State = runs.StateFailed
 	}
 	if err != nil {

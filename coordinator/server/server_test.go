@@ -47,6 +47,7 @@ records:
   - {uid: cfg, type: pamConfiguration, gateway: gw}
   - {uid: cfg2, type: pamConfiguration, gateway: gw2}
   - {uid: m1, type: pamMachine, worker: m1, scripts: %s}
+  - {uid: dir1, type: pamDirectory}
   - uid: alice
     type: pamUser
     fields: [{type: login, value: alice}, {type: password, value: a-old}]
@@ -60,7 +61,7 @@ records:
   - uid: gen
     type: pamUser
     fields: [{type: login, value: gen}]
-    rotation: {type: general, resource: m1, configuration: cfg}
+    rotation: {type: general, resource: dir1, configuration: cfg}
 `, machineScripts, aliceScripts, bobScripts)
 	path := filepath.Join(dir, "inv.yaml")
 	if err := os.WriteFile(path, []byte(y), 0o644); err != nil {
