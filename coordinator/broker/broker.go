@@ -30,6 +30,11 @@ type Options struct {
 	Logger *zerolog.Logger
 	// ReadyTimeout bounds the start. Defaults to 10s.
 	ReadyTimeout time.Duration
+	// EncryptionKey, when set, encrypts JetStream's store at rest
+	// (nats-server's store encryption, ChaCha20-Poly1305): streams, KV
+	// buckets and their indexes are unreadable without it. A store written
+	// with another key (or none) cannot be read with it.
+	EncryptionKey string
 }
 
 // Broker is a running embedded nats-server.
@@ -57,6 +62,9 @@ func Start(opts Options) (*Broker, error) {
 		NoLog:      false,
 		// Limits the size of one message: a task carries its script.
 		MaxPayload: 8 << 20,
+	}
+	if opts.EncryptionKey != "" {
+		sopts.JetStreamKey, sopts.JetStreamCipher = opts.EncryptionKey, server.ChaCha
 	}
 	if sopts.ServerName == "" {
 		sopts.ServerName = "postrotate"

@@ -101,7 +101,7 @@ stdin, and reports a RotationResult for every script.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usage(fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath()))
 	})
-	root.AddCommand(newRotate(g), newServe(g), newValidate(g), newVersion(g))
+	root.AddCommand(newRotate(g), newServe(g), newRecords(g), newValidate(g), newVersion(g))
 	return root
 }
 

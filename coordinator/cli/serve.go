@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -18,14 +21,15 @@ import (
 	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/server"
+	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/worker"
 )
 
 type serveConfig struct {
-	inventory, data, httpAddr, natsListen, natsURL, prefix string
-	localWorkers                                           bool
-	pickupTimeout, ackWait, pinnedTTL                      time.Duration
+	inventory, data, httpAddr, natsListen, natsURL, prefix, keyFile string
+	localWorkers, force, noSchedules                                bool
+	pickupTimeout, ackWait, pinnedTTL                               time.Duration
 }
 
 func newServe(g *globals) *cobra.Command {
@@ -39,8 +43,15 @@ there) and stores its data under --data; with --nats it uses an external
 NATS/JetStream and embeds nothing.
 
 Rotations are started through the HTTP API (or 'postrotate rotate --server'),
-run in parallel for different users, and are kept in JetStream: a
-coordinator killed mid-rotation resumes it when it starts again.`,
+or by the users' schedules, run in parallel for different users, and are
+kept in JetStream: a coordinator killed mid-rotation resumes it when it
+starts again.
+
+The inventory is applied to the record store at start: records and scripts
+are updated, but a password postrotate rotated since is kept (--force takes
+the inventory's). The store, and with the embedded server all of JetStream's
+data, is encrypted with the vault key: $POSTROTATE_VAULT_KEY, or the file
+--key-file (created on first start: back it up).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
@@ -65,11 +76,23 @@ coordinator killed mid-rotation resumes it when it starts again.`,
 	f.DurationVar(&cfg.pickupTimeout, "pickup-timeout", time.Minute, "how long a step waits for its host's worker before it fails")
 	f.DurationVar(&cfg.ackWait, "ack-wait", 30*time.Second, "how long a task may go without a sign of life from its worker before it is delivered again")
 	f.DurationVar(&cfg.pinnedTTL, "pinned-ttl", 30*time.Second, "how long a host's pinned worker may go without pulling before another worker of the host takes over")
+	f.StringVar(&cfg.keyFile, "key-file", "", "vault key file (default: vault.key under --data); $"+vault.KeyEnv+" wins")
+	f.BoolVar(&cfg.force, "force", false, "replace the passwords postrotate rotated with the inventory's")
+	f.BoolVar(&cfg.noSchedules, "no-schedules", false, "do not fire scheduled rotations (only those asked for)")
 	_ = c.MarkFlagRequired("inventory")
 	return c
 }
 
 func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig, inv *inventory.Inventory) error {
+	keyFile := cmp.Or(cfg.keyFile, filepath.Join(cfg.data, "vault.key"))
+	key, source, created, err := vault.LoadKey(keyFile)
+	if err != nil {
+		return &exitError{ExitFailed, fmt.Errorf("vault key: %w", err)}
+	}
+	if created {
+		fmt.Fprintf(g.stderr, "postrotate: created a new vault key in %s: BACK IT UP — without it the record store and the rotated passwords cannot be read\n", keyFile)
+		log.Warn().Str("key_file", keyFile).Msg("created a new vault key: back it up")
+	}
 	var nc *nats.Conn
 	natsOpts := []nats.Option{
 		nats.Name("postrotate-coordinator"),
@@ -84,7 +107,13 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 			return &exitError{ExitFailed, fmt.Errorf("connect to %s: %w", cfg.natsURL, err)}
 		}
 	} else {
-		b, err := broker.Start(broker.Options{StoreDir: filepath.Join(cfg.data, "jetstream"), Listen: cfg.natsListen, Logger: &log})
+		if err := checkDataKey(cfg.data, key, source); err != nil {
+			return &exitError{ExitFailed, err}
+		}
+		b, err := broker.Start(broker.Options{
+			StoreDir: filepath.Join(cfg.data, "jetstream"), Listen: cfg.natsListen, Logger: &log,
+			EncryptionKey: key.SubKey("jetstream").String(),
+		})
 		if err != nil {
 			return &exitError{ExitFailed, err}
 		}
@@ -106,7 +135,11 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 			Layout:        dispatch.Layout{Subjects: subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL},
 			PickupTimeout: cfg.pickupTimeout,
 		},
-		Logger: &log,
+		Logger:      &log,
+		Key:         &key,
+		KeySource:   source,
+		Force:       cfg.force,
+		NoSchedules: cfg.noSchedules,
 	})
 	if err != nil {
 		return &exitError{ExitFailed, err}
@@ -154,6 +187,38 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	}
 	if err := srv.Stop(shutCtx); err != nil {
 		log.Warn().Err(err).Msg("stop rotations")
+	}
+	return nil
+}
+
+// keyCheckAAD binds the key check file's content to its purpose.
+const keyCheckAAD = "postrotate data directory key check"
+
+// checkDataKey refuses to open a data directory with another key than the
+// one it was created with (the encrypted JetStream store would not load,
+// and unclearly): the file key-check under dir holds a value sealed with
+// the key. A directory with a JetStream store but no check file was
+// written without encryption by an earlier version.
+func checkDataKey(dir string, key vault.Key, source string) error {
+	check := filepath.Join(dir, "key-check")
+	data, err := os.ReadFile(check)
+	switch {
+	case err == nil:
+		if _, err := key.Open(data, []byte(keyCheckAAD)); err != nil {
+			return fmt.Errorf("the vault key from %s is not the key the data directory %s was created with: use the key you backed up (file or $%s), or start with an empty --data", source, dir, vault.KeyEnv)
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("read %s: %w", check, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err == nil {
+		return fmt.Errorf("the data directory %s holds a JetStream store written without encryption by an earlier version of postrotate: move it aside (or let its rotations finish with that version) and start again", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	if err := os.WriteFile(check, key.Seal([]byte("ok"), []byte(keyCheckAAD)), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", check, err)
 	}
 	return nil
 }

@@ -115,6 +115,15 @@ type Outcome struct {
 	// Unresolved counts the steps that failed in the end: a script whose
 	// re-run succeeded is resolved.
 	Unresolved int
+	// MayHaveChanged is set when the new password did not take effect but
+	// may have reached the resource (a failed built-in rotation without
+	// rollback, a failed rollback): it must be kept somewhere a person
+	// finds it.
+	MayHaveChanged bool
+	// StillSet is set when a rollback failed after the built-in rotation
+	// succeeded: the resource most likely holds the new password, which
+	// is therefore committed although the effect is rollback_failed.
+	StillSet bool
 }
 
 // Success reports whether the rotation took effect and nothing failed in
@@ -274,6 +283,7 @@ func (e *engine) run() {
 	case rotationFailed && p.Policy.RollbackOnPasswordFail:
 		e.rollback("the password rotation failed")
 	case rotationFailed:
+		e.out.MayHaveChanged = true
 		e.out.Effect, e.out.Note = EffectNotCommitted, "the password rotation failed and Rollback On Password Fail is off: the resource may hold the new password, which is kept in the history"
 	case len(failed) > 0 && p.Policy.RollbackOnPostRotationFail:
 		e.rollback("a post-rotation script failed")
@@ -303,6 +313,10 @@ func (e *engine) rollback(why string) {
 	default:
 		e.out.Effect, e.out.Note = EffectRollbackFailed, why+"; setting the old password back failed: the resource may hold either password"
 		e.out.Unresolved++
+	}
+	if e.out.Effect == EffectRollbackFailed {
+		rotated := len(e.out.Results) > 0 && e.out.Results[0].Success
+		e.out.StillSet, e.out.MayHaveChanged = rotated, !rotated
 	}
 }
 

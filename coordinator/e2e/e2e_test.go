@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -358,5 +361,75 @@ func TestTwoWorkersForOneHost(t *testing.T) {
 	}
 	if got := strings.Count(d.ran(), "m"); got != 5 {
 		t.Fatalf("machine script ran %d times, want 5", got)
+	}
+}
+
+// serve keeps the rotated password in its record store: `records get
+// --reveal` shows it, nothing under --data holds it (or the inventory's
+// password) in plaintext, and serve refuses to start with another key.
+func TestServeRecordStore(t *testing.T) {
+	t.Parallel()
+	d := deploy(t)
+	d.worker("gw", "gw-a")
+	d.worker("m1", "m1-a")
+	v := d.wait(d.rotate("alice").ID)
+	if v.State != runs.StateCompleted || v.Effect != "committed" {
+		t.Fatalf("rotation: %+v", v)
+	}
+
+	var rec server.RecordView
+	out, err := exec.Command(bins.postrotate, "records", "get", "alice", "--server", d.api.base, "--reveal", "--json").Output()
+	if err != nil || json.Unmarshal(out, &rec) != nil {
+		t.Fatalf("records get --reveal: %v\n%s", err, out)
+	}
+	newPassword := rec.Password
+	if rec.Source != "rotation" || len(newPassword) < 16 || len(rec.History) != 1 || rec.History[0].Password != "Marker-E2E-0ld-9d1c" {
+		t.Fatalf("record: %+v", rec)
+	}
+	out, err = exec.Command(bins.postrotate, "records", "get", "alice", "--server", d.api.base).Output()
+	if err != nil || strings.Contains(string(out), newPassword) || strings.Contains(string(out), "Marker-E2E") || !strings.Contains(string(out), "********") {
+		t.Fatalf("records get without --reveal: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bins.postrotate, "records", "list", "--server", d.api.base).Output()
+	if err != nil || !strings.Contains(string(out), "alice") || !strings.Contains(string(out), "rotation") {
+		t.Fatalf("records list: %v\n%s", err, out)
+	}
+
+	d.serve.signal(syscall.SIGTERM)
+	if err := d.serve.waitExit(30 * time.Second); err != nil {
+		t.Fatalf("serve exit: %v", err)
+	}
+	checkNoSecret(t, d.serve)
+	forms := []string{"Marker-E2E-0ld-9d1c", newPassword}
+	for _, s := range []string{"Marker-E2E-0ld-9d1c", newPassword} {
+		for i := range 3 {
+			if b64 := base64.StdEncoding.EncodeToString([]byte(s[i:])); len(b64) > 8 {
+				forms = append(forms, b64[:len(b64)-4])
+			}
+		}
+	}
+	files := 0
+	err = filepath.WalkDir(filepath.Join(d.dir, "data"), func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		files++
+		data, err := os.ReadFile(p)
+		for _, f := range forms {
+			if strings.Contains(string(data), f) {
+				t.Errorf("%s holds a password (%q)", p, f[:6])
+			}
+		}
+		return err
+	})
+	if err != nil || files < 5 {
+		t.Fatalf("walk data: %v (%d files)", err, files)
+	}
+
+	// Another key: refused, saying why.
+	args := append(slices.Clone(d.serveArgs), "--key-file", filepath.Join(d.dir, "other.key"))
+	p := start(t, "serve-other-key", bins.postrotate, args...)
+	if err := p.waitExit(30 * time.Second); err == nil || !strings.Contains(p.logs.String(), "is not the key the data directory") {
+		t.Fatalf("serve with another key: %v\n%s", err, p.logs.String())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -128,6 +129,13 @@ type Field struct {
 	// the privateKey of a keyPair). In a secret field, a scalar written as a
 	// number or boolean is kept as the text written, so that it is masked.
 	Secret bool
+}
+
+// IsSecret reports whether the field's value is a secret: marked secret,
+// or of a secret type (password, secret, pinCode, oneTimeCode, otp,
+// privateKey, keyPair).
+func (f Field) IsSecret() bool {
+	return f.Secret || f.Type == "keyPair" || slices.Contains(secretFieldTypes, f.Type)
 }
 
 // secretFieldTypes mirrors the payload package's secret field types: their

@@ -91,18 +91,36 @@ func (e *BusyError) Error() string {
 }
 func (e *BusyError) Unwrap() error { return ErrBusy }
 
+// Sealer encrypts the passwords a running rotation keeps (the vault key's
+// Seal and Open).
+type Sealer interface {
+	Seal(plaintext, aad []byte) []byte
+	Open(sealed, aad []byte) ([]byte, error)
+}
+
 // Store reads and writes runs.
 type Store struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	sealer Sealer
 }
 
 // Open binds to the runs bucket of subj (created by dispatch.Layout.Setup).
-func Open(ctx context.Context, js jetstream.JetStream, subj messages.Subjects) (*Store, error) {
+// With a sealer, a run's Secret is stored sealed; without one (tests), in
+// clear.
+func Open(ctx context.Context, js jetstream.JetStream, subj messages.Subjects, sealer Sealer) (*Store, error) {
 	kv, err := js.KeyValue(ctx, subj.RunsBucket())
 	if err != nil {
 		return nil, fmt.Errorf("open runs bucket: %w", err)
 	}
-	return &Store{kv: kv}, nil
+	return &Store{kv: kv, sealer: sealer}, nil
+}
+
+// wireRun is a Run as stored: its Secret sealed when the store has a
+// sealer.
+type wireRun struct {
+	Run
+	Secret       *Secret `json:"secret,omitempty"`
+	SealedSecret []byte  `json:"sealed_secret,omitempty"`
 }
 
 func runKey(id string) string    { return "run." + id }
@@ -145,7 +163,15 @@ func (s *Store) Unlock(ctx context.Context, user, id string) error {
 // Put writes a run.
 func (s *Store) Put(ctx context.Context, r Run) error {
 	r.SchemaVersion = messages.SchemaVersion
-	data, err := json.Marshal(r)
+	w := wireRun{Run: r, Secret: r.Secret}
+	if r.Secret != nil && s.sealer != nil {
+		plain, err := json.Marshal(r.Secret)
+		if err != nil {
+			return fmt.Errorf("encode run %s: %w", r.ID, err)
+		}
+		w.Secret, w.SealedSecret = nil, s.sealer.Seal(plain, []byte(runKey(r.ID)))
+	}
+	data, err := json.Marshal(w)
 	if err != nil {
 		return fmt.Errorf("encode run %s: %w", r.ID, err)
 	}
@@ -167,9 +193,24 @@ func (s *Store) Get(ctx context.Context, id string) (Run, error) {
 	if err != nil {
 		return Run{}, fmt.Errorf("read run %s: %w", id, err)
 	}
-	var r Run
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	var w wireRun
+	if err := json.Unmarshal(e.Value(), &w); err != nil {
 		return Run{}, fmt.Errorf("decode run %s: %w", id, err)
+	}
+	r := w.Run
+	r.Secret = w.Secret
+	if len(w.SealedSecret) > 0 {
+		if s.sealer == nil {
+			return Run{}, fmt.Errorf("decode run %s: its passwords are sealed and this store has no key", id)
+		}
+		plain, err := s.sealer.Open(w.SealedSecret, []byte(runKey(id)))
+		if err != nil {
+			return Run{}, fmt.Errorf("decode run %s: open its passwords: %w", id, err)
+		}
+		r.Secret = new(Secret)
+		if err := json.Unmarshal(plain, r.Secret); err != nil {
+			return Run{}, fmt.Errorf("decode run %s: its passwords: %w", id, err)
+		}
 	}
 	return r, nil
 }

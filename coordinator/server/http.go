@@ -20,6 +20,8 @@ const maxBody = 1 << 20
 //	GET  /v1/rotations/{id}   the run and the results of its steps so far
 //	GET  /v1/rotations?user=  the runs, newest first
 //	GET  /v1/workers          the registered, live workers
+//	GET  /v1/records          the stored records: password source, schedule, next and last rotation
+//	GET  /v1/records/{uid}    one record with its fields and password history (?reveal=true shows the secrets)
 //	GET  /healthz             200 when the broker answers
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -27,6 +29,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/rotations/{id}", s.getRotation)
 	mux.HandleFunc("GET /v1/rotations", s.listRotations)
 	mux.HandleFunc("GET /v1/workers", s.listWorkers)
+	mux.HandleFunc("GET /v1/records", s.listRecords)
+	mux.HandleFunc("GET /v1/records/{uid}", s.getRecord)
 	mux.HandleFunc("GET /healthz", s.health)
 	return mux
 }

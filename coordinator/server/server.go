@@ -23,6 +23,8 @@ import (
 	"github.com/postrotate/postrotate/coordinator/password"
 	"github.com/postrotate/postrotate/coordinator/plan"
 	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/coordinator/schedule"
+	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages"
 )
 
@@ -36,6 +38,25 @@ type Options struct {
 	Logger *zerolog.Logger
 	// Now returns the current time. Defaults to time.Now.
 	Now func() time.Time
+	// Key seals the record store and the passwords of running rotations.
+	// Defaults to a random key: fine for tests, but the store cannot be
+	// read by the next process.
+	Key *vault.Key
+	// KeySource says where Key came from, for error messages.
+	KeySource string
+	// Force makes Start's apply of the inventory replace the passwords
+	// postrotate rotated since with the inventory's.
+	Force bool
+	// HistoryLimit is how many previous passwords a record keeps. Defaults
+	// to the vault's default (10).
+	HistoryLimit int
+	// NoSchedules disables the scheduler: only rotations asked for run.
+	NoSchedules bool
+	// Clock drives the scheduler. Defaults to the real clock.
+	Clock schedule.Clock
+	// LeaseTTL is the scheduler's leader lease. Defaults to the
+	// scheduler's default (15s).
+	LeaseTTL time.Duration
 }
 
 // Server runs rotations.
@@ -45,12 +66,15 @@ type Server struct {
 	log   zerolog.Logger
 	disp  *dispatch.Dispatcher
 	store *runs.Store
+	vault *vault.Store
+	sched *schedule.Scheduler
 
 	mu      sync.Mutex
 	quit    chan struct{} // closed by Stop
 	running sync.WaitGroup
 	stopped bool
 	unwatch func()
+	schedWG sync.WaitGroup
 }
 
 // InputError marks a rotation refused because of what was asked.
@@ -72,6 +96,10 @@ func New(js jetstream.JetStream, opts Options) (*Server, error) {
 		log = *opts.Logger
 	}
 	opts.Dispatch.Logger = cmp.Or(opts.Dispatch.Logger, &log)
+	if opts.Key == nil {
+		k := vault.NewKey()
+		opts.Key = &k
+	}
 	return &Server{
 		js:   js,
 		opts: opts,
@@ -104,11 +132,14 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := layout.EnsureHosts(ctx, s.js, Hosts(s.opts.Inventory)...); err != nil {
 		return err
 	}
-	store, err := runs.Open(ctx, s.js, layout.Subjects)
+	store, err := runs.Open(ctx, s.js, layout.Subjects, s.opts.Key.SubKey("runs"))
 	if err != nil {
 		return err
 	}
 	s.store = store
+	if err := s.openVault(ctx); err != nil {
+		return err
+	}
 	unwatch, err := s.disp.WatchMaxDeliveries()
 	if err != nil {
 		return err
@@ -119,7 +150,105 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := store.ReleaseStale(ctx); err != nil {
 		return err
 	}
-	return s.resume(ctx)
+	if err := s.resume(ctx); err != nil {
+		return err
+	}
+	return s.startScheduler()
+}
+
+// openVault opens the record store and applies the inventory to it.
+func (s *Server) openVault(ctx context.Context) error {
+	v, err := vault.Open(ctx, s.js, *s.opts.Key, vault.Options{
+		Bucket: s.opts.Dispatch.Layout.Subjects.RecordsBucket(), HistoryLimit: s.opts.HistoryLimit, Now: s.opts.Now,
+		KeySource: s.opts.KeySource,
+	})
+	if err != nil {
+		return err
+	}
+	rep, err := v.Apply(ctx, s.opts.Inventory, vault.ApplyOptions{Force: s.opts.Force})
+	if err != nil {
+		return fmt.Errorf("apply the inventory to the record store: %w", err)
+	}
+	s.vault = v
+	s.log.Info().Int("added", len(rep.Added)).Int("updated", len(rep.Updated)).Int("unchanged", len(rep.Unchanged)).
+		Strs("forced", rep.Forced).Strs("missing", rep.Missing).Msg("inventory applied to the record store")
+	if len(rep.KeptRotated) > 0 {
+		s.log.Warn().Strs("records", rep.KeptRotated).
+			Msg("the inventory's password differs from the one postrotate rotated since: the rotated one is kept (serve --force takes the inventory's)")
+	}
+	return nil
+}
+
+// startScheduler starts firing the scheduled rotations of the inventory.
+func (s *Server) startScheduler() error {
+	if s.opts.NoSchedules {
+		return nil
+	}
+	sched, err := schedule.New(s.js, schedule.Options{
+		Bucket: s.opts.Dispatch.Layout.Subjects.SchedulesBucket(), Clock: s.opts.Clock, LeaseTTL: s.opts.LeaseTTL,
+		Logger: &s.log, Fire: s.fire,
+	})
+	if err != nil {
+		return err
+	}
+	var jobs []schedule.Job
+	for _, r := range s.opts.Inventory.Records {
+		if r.Type != inventory.TypeUser || r.Rotation == nil || r.Rotation.Schedule == "" {
+			continue
+		}
+		sc, err := r.Rotation.ParsedSchedule()
+		if err != nil {
+			return fmt.Errorf("schedule of %s: %w", r.UID, err)
+		}
+		jobs = append(jobs, schedule.Job{User: r.UID, Schedule: sc})
+	}
+	sched.Set(jobs)
+	s.sched = sched
+	ctx, cancel := context.WithCancel(context.Background())
+	s.schedWG.Add(2)
+	go func() {
+		defer s.schedWG.Done()
+		if err := sched.Run(ctx); err != nil {
+			s.log.Error().Err(err).Msg("scheduler stopped")
+		}
+	}()
+	go func() {
+		defer s.schedWG.Done()
+		<-s.quit
+		cancel()
+	}()
+	return nil
+}
+
+// fire starts a scheduled rotation. A user whose rotation is running skips
+// the slot.
+func (s *Server) fire(ctx context.Context, user string, slot time.Time) error {
+	run, err := s.Rotate(ctx, user)
+	var be *runs.BusyError
+	switch {
+	case errors.As(err, &be):
+		s.log.Warn().Str("user_uid", user).Time("slot", slot).Str("running", be.RotationID).Msg("scheduled rotation skipped: a rotation of this user is running")
+		return nil
+	case err != nil:
+		s.log.Error().Err(err).Str("user_uid", user).Time("slot", slot).Msg("scheduled rotation not started")
+		var ie *InputError
+		if errors.As(err, &ie) {
+			return err // the inventory must change first: the next slot tries again
+		}
+		// Stopping, or the broker unreachable: the slot stays due.
+		return fmt.Errorf("%w: %w", schedule.ErrRetry, err)
+	}
+	s.log.Info().Str("user_uid", user).Str("rotation_id", run.ID).Time("slot", slot).Msg("scheduled rotation started")
+	return nil
+}
+
+// inventory returns the inventory with the passwords postrotate rotated.
+func (s *Server) inventory(ctx context.Context) (*inventory.Inventory, error) {
+	inv, err := s.vault.Overlay(ctx, s.opts.Inventory)
+	if err != nil {
+		return nil, fmt.Errorf("read the record store: %w", err)
+	}
+	return inv, nil
 }
 
 // resume restarts every run left in state running.
@@ -128,12 +257,16 @@ func (s *Server) resume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	inv, err := s.inventory(ctx)
+	if err != nil {
+		return err
+	}
 	for _, run := range all {
 		if run.Finished() {
 			continue
 		}
 		log := s.log.With().Str("rotation_id", run.ID).Str("user_uid", run.User).Logger()
-		p, err := plan.New(s.opts.Inventory, run.User)
+		p, err := plan.New(inv, run.User)
 		if err == nil {
 			err = samePlan(run, p)
 		}
@@ -153,7 +286,7 @@ func (s *Server) resume(ctx context.Context) error {
 
 // samePlan checks that the inventory still plans the run's steps.
 func samePlan(run runs.Run, p *plan.Plan) error {
-	if len(run.Steps) != len(p.Steps) {
+	if len(run.Steps) < len(p.Steps) {
 		return fmt.Errorf("the inventory changed: %d steps planned now, %d when the rotation started", len(p.Steps), len(run.Steps))
 	}
 	for i, st := range p.Steps {
@@ -178,7 +311,11 @@ func (s *Server) Rotate(ctx context.Context, user string) (runs.Run, error) {
 	if stopped {
 		return runs.Run{}, errors.New("server is stopping")
 	}
-	p, err := plan.New(s.opts.Inventory, user)
+	inv, err := s.inventory(ctx)
+	if err != nil {
+		return runs.Run{}, err
+	}
+	p, err := plan.New(inv, user)
 	if err != nil {
 		return runs.Run{}, &InputError{err}
 	}
@@ -239,6 +376,7 @@ func (s *Server) launch(run runs.Run, p *plan.Plan, resume bool) {
 // finish records the end of a run and releases the user's lock.
 func (s *Server) finish(ctx context.Context, run runs.Run, out dispatch.Outcome, err error) {
 	now := s.opts.Now()
+	secret := run.Secret
 	run.Secret = nil
 	run.UpdatedAt, run.FinishedAt = now, now
 	run.Succeeded, run.Failed = out.Succeeded, out.Failed
@@ -259,12 +397,38 @@ func (s *Server) finish(ctx context.Context, run runs.Run, out dispatch.Outcome,
 	if err != nil {
 		run.Error = err.Error()
 	}
+	run.Note += s.record(ctx, run, secret, out)
 	if perr := s.store.Put(ctx, run); perr != nil {
 		s.log.Error().Err(perr).Str("rotation_id", run.ID).Msg("store finished run")
 	}
 	if uerr := s.store.Unlock(ctx, run.User, run.ID); uerr != nil {
 		s.log.Error().Err(uerr).Str("rotation_id", run.ID).Msg("release user lock")
 	}
+}
+
+// record commits the new password of a rotation that took effect, keeps a
+// password that may have reached the resource without taking effect, and
+// notes the rotation on the user's record. A failure here is logged and
+// returned as an addition to the run's note.
+func (s *Server) record(ctx context.Context, run runs.Run, secret *runs.Secret, out dispatch.Outcome) (note string) {
+	log := s.log.With().Str("rotation_id", run.ID).Str("user_uid", run.User).Logger()
+	if secret != nil {
+		var err error
+		switch {
+		case out.Effect == dispatch.EffectCommitted || out.StillSet:
+			err = s.vault.Commit(ctx, run.User, secret.NewPassword, run.ID)
+		case out.MayHaveChanged:
+			err = s.vault.KeepUncommitted(ctx, run.User, secret.NewPassword, run.ID)
+		}
+		if err != nil {
+			log.Error().Err(err).Str("effect", run.Effect).Msg("store the rotation's password")
+			note = "; storing the password failed: " + err.Error()
+		}
+	}
+	if err := s.vault.SetLastRotation(ctx, run.User, vault.Rotation{ID: run.ID, State: string(run.State), At: run.FinishedAt, Note: run.Effect + ": " + run.Note + note}); err != nil {
+		log.Warn().Err(err).Msg("note the rotation on the record")
+	}
+	return note
 }
 
 // View is a run with the results of its steps so far.
@@ -336,7 +500,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
-	go func() { s.running.Wait(); close(done) }()
+	go func() { s.running.Wait(); s.schedWG.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil

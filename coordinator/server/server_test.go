@@ -19,6 +19,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/worker"
 )
 
@@ -74,6 +75,10 @@ records:
 	return inv
 }
 
+// testKey is the vault key of the servers of these tests: a restarted
+// server opens the store of the one before.
+var testKey = vault.NewKey()
+
 func startBroker(t *testing.T) (jetstream.JetStream, string) {
 	t.Helper()
 	store := t.TempDir()
@@ -96,7 +101,7 @@ func startBroker(t *testing.T) (jetstream.JetStream, string) {
 
 func startServer(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory, opts dispatch.Options) *Server {
 	t.Helper()
-	s, err := New(js, Options{Inventory: inv, Dispatch: opts})
+	s, err := New(js, Options{Inventory: inv, Dispatch: opts, Key: &testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +295,7 @@ func TestResumeAfterRestart(t *testing.T) {
 		"m.sh": fmt.Sprintf("echo m >> %[1]s\ntouch %[2]s/m.started\nwhile [ ! -e %[2]s/release ]; do sleep 0.05; done\n", count, dir),
 	}, "[{file: u.sh}]", "[{file: m.sh}]")
 	js, _ := startBroker(t)
-	s1, err := New(js, Options{Inventory: inv})
+	s1, err := New(js, Options{Inventory: inv, Key: &testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
