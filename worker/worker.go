@@ -16,6 +16,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	httpexec "github.com/postrotate/postrotate/executor/http"
 	"github.com/postrotate/postrotate/executor/local"
+	"github.com/postrotate/postrotate/executor/rotate"
 	sshexec "github.com/postrotate/postrotate/executor/ssh"
 	winrmexec "github.com/postrotate/postrotate/executor/winrm"
 	"github.com/postrotate/postrotate/messages"
@@ -35,8 +36,8 @@ type Options struct {
 	// "postrotate" prefix.
 	Subjects messages.Subjects
 	// Executors run scripts, keyed by runner (messages.RunnerLocal, ...).
-	// Defaults to the local, http, ssh and winrm executors with their
-	// default options.
+	// Defaults to the local, http, ssh and winrm executors and the built-in
+	// rotators, with their default options.
 	Executors map[string]executor.Executor
 	// Logger receives the worker's logs. Defaults to a disabled logger.
 	Logger *zerolog.Logger
@@ -96,10 +97,11 @@ func New(js jetstream.JetStream, opts Options) (*Worker, error) {
 	}
 	if opts.Executors == nil {
 		opts.Executors = map[string]executor.Executor{
-			messages.RunnerLocal: local.New(local.Options{}),
-			messages.RunnerHTTP:  httpexec.New(httpexec.Options{}),
-			messages.RunnerSSH:   sshexec.New(sshexec.Options{}),
-			messages.RunnerWinRM: winrmexec.New(winrmexec.Options{}),
+			messages.RunnerLocal:  local.New(local.Options{}),
+			messages.RunnerHTTP:   httpexec.New(httpexec.Options{}),
+			messages.RunnerSSH:    sshexec.New(sshexec.Options{}),
+			messages.RunnerWinRM:  winrmexec.New(winrmexec.Options{}),
+			messages.RunnerRotate: rotate.New(rotate.Options{}),
 		}
 	}
 	opts.FetchWait = cmp.Or(opts.FetchWait, 5*time.Second)

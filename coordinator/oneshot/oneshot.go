@@ -57,6 +57,12 @@ func Rotate(ctx context.Context, inv *inventory.Inventory, userUID string, opts 
 	if err := p.CheckSupported(); err != nil {
 		return dispatch.Outcome{}, &InputError{err}
 	}
+	if _, general := p.RotationStep(); general {
+		// The new password would be set on the resource and then lost:
+		// one-shot mode has no record store.
+		return dispatch.Outcome{}, &InputError{fmt.Errorf("rotation of %s: a general rotation sets a new password on %s, which only postrotate serve stores (one-shot mode would lose it): %w; run it through serve, or use scripts_only or a NOOP field here",
+			userUID, p.Resource.UID, ErrNotSupported)}
+	}
 	newPassword, err := password.Generate(p.User.Rotation.Complexity)
 	if err != nil {
 		return dispatch.Outcome{}, &InputError{fmt.Errorf("records %s: generate password: %w", userUID, err)}

@@ -340,6 +340,13 @@ func TestRefusesGeneralRotationWithoutRotator(t *testing.T) {
 			t.Fatalf("%s: err = %v, want an InputError wrapping ErrNotSupported", rot, err)
 		}
 	}
+	// A general rotation a rotator could run is refused too: one-shot mode
+	// has no record store to keep the new password in.
+	y := strings.Replace(inventoryYAML(nil, nil, nil), "type: scripts_only", "type: general", 1)
+	_, err := Rotate(t.Context(), fixture{yaml: y}.load(t), "svc", Options{})
+	if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "postrotate serve") {
+		t.Fatalf("general rotation in one-shot mode: %v", err)
+	}
 	inv := fixture{yaml: inventoryYAML(nil, nil, nil)}.load(t)
 	var ie *InputError
 	if _, err := Rotate(t.Context(), inv, "nobody", Options{}); !errors.As(err, &ie) {

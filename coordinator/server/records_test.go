@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/runs"
@@ -110,6 +111,19 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	var list []RecordSummary
 	if code := do(t, h, "GET", "/v1/records", "", &list); code != http.StatusOK || len(list) != 7 {
 		t.Fatalf("GET records: %d %+v", code, list)
+	}
+	// bob is rotated every 24h: his next rotation is about a day away.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var bob RecordView
+		do(t, h, "GET", "/v1/records/bob", "", &bob)
+		if next := time.Until(bob.NextRotation); bob.Schedule == "every 24h0m0s" && next > 23*time.Hour && next <= 24*time.Hour {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's schedule: %q, next rotation %v", bob.Schedule, bob.NextRotation)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	// The next coordinator, same key: the inventory is applied again but

@@ -57,7 +57,7 @@ records:
   - uid: bob
     type: pamUser
     fields: [{type: login, value: bob}, {type: password, value: b-old}]
-    rotation: {type: scripts_only, configuration: cfg2}
+    rotation: {type: scripts_only, configuration: cfg2, schedule: "every 24h"}
     scripts: %s
   - uid: gen
     type: pamUser

@@ -424,3 +424,89 @@ func (d *Server) WaitLog(t testing.TB, within time.Duration, want string) {
 	t.Helper()
 	d.log.wait(t, within, want)
 }
+
+// CreateUser creates a throwaway Linux user (shell /bin/sh, a home
+// directory) with password, removed with userdel -r when the test ends. It
+// skips the test, saying what is missing, without root or useradd.
+func CreateUser(t testing.TB, name, password string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("creating the throwaway user " + name + " needs root: run the tests as root")
+	}
+	if _, err := exec.LookPath("useradd"); err != nil {
+		t.Skip("useradd not found: install passwd")
+	}
+	if _, err := user.Lookup(name); err == nil { // left by an interrupted run
+		_ = exec.Command("userdel", "-r", name).Run()
+	}
+	if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("userdel", "-r", name).CombinedOutput(); err != nil {
+			t.Logf("userdel -r %s: %v: %s", name, err, out)
+		}
+	})
+	cmd := exec.Command("chpasswd")
+	cmd.Stdin = strings.NewReader(name + ":" + password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("chpasswd: %v: %s", err, out)
+	}
+}
+
+// AllowSudo lets login run chpasswd as root through sudo — with its
+// password, or without (nopasswd) — until the test ends, with a sudoers
+// file of its own. It skips the test when sudo is not installed.
+func AllowSudo(t testing.TB, login string, nopasswd bool) {
+	t.Helper()
+	if _, err := exec.LookPath("sudo"); err != nil {
+		t.Skip("sudo not found: install sudo")
+	}
+	tag := ""
+	if nopasswd {
+		tag = "NOPASSWD: "
+	}
+	rule := fmt.Sprintf("%s ALL=(root) %s/usr/sbin/chpasswd\n", login, tag)
+	if visudo, err := exec.LookPath("visudo"); err == nil {
+		check := filepath.Join(t.TempDir(), "sudoers")
+		writeFile(t, check, rule, 0o440)
+		if out, err := exec.Command(visudo, "-cf", check).CombinedOutput(); err != nil {
+			t.Fatalf("visudo -cf: %v: %s", err, out)
+		}
+	}
+	// sudo skips files whose names hold a dot: the login's may.
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	file := "/etc/sudoers.d/postrotate-test-" + hex.EncodeToString(b[:])
+	writeFile(t, file, rule, 0o440)
+	if err := os.Chmod(file, 0o440); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(file) })
+}
+
+// CanLogin reports whether login logs in to the server with password; an
+// error other than a refused authentication fails the test.
+func (d *Server) CanLogin(t testing.TB, login, password string) bool {
+	t.Helper()
+	tried := false
+	cfg := &gossh.ClientConfig{
+		User: login,
+		Auth: []gossh.AuthMethod{gossh.PasswordCallback(func() (string, error) {
+			tried = true
+			return password, nil
+		})},
+		HostKeyCallback: gossh.FixedHostKey(d.HostKey),
+		Timeout:         30 * time.Second,
+	}
+	c, err := gossh.Dial("tcp", d.Addr, cfg)
+	switch {
+	case err == nil:
+		_ = c.Close()
+		return true
+	case tried:
+		return false
+	}
+	t.Fatalf("ssh %s@%s: %v", login, d.Addr, err)
+	return false
+}
