@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 BENCHCOUNT ?= 6
 
 .DEFAULT_GOAL := help
-.PHONY: help build build-windows run test test-short lint fmt bench fuzz clean
+.PHONY: help build build-windows run test test-short lint fmt bench fuzz fuzz-ci clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,11 +46,36 @@ fmt: ## Format the code
 bench: ## Run the benchmarks (BENCHCOUNT times, for benchstat)
 	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) $(PKGS)
 
-fuzz: ## Run each fuzz test for FUZZTIME
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./payload/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTask$$' -fuzztime $(FUZZTIME) ./messages/
-	$(GO) test -run '^$$' -fuzz '^FuzzHostToken$$' -fuzztime $(FUZZTIME) ./messages/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./coordinator/inventory/
+# fuzz_all runs every fuzz test, as `go test -list` names them in the
+# packages whose tests declare one, one after the other for $(1) each (a
+# shell word, evaluated once the shell variable n holds the number of fuzz
+# tests). Their corpora (testdata/fuzz/) run as plain tests in `make test`
+# too. A new interesting input is minimized for at most 5s, so that the time
+# goes to fuzzing.
+define fuzz_all
+set -euo pipefail; \
+pkgs=$$(grep -rl --include='*_test.go' '^func Fuzz' $(MODULES) | xargs -n1 dirname | sort -u | sed 's|^|./|'); \
+list=$$($(GO) test -list '^Fuzz' $$pkgs | awk '/^Fuzz/ { names = names " " $$1 } /^ok/ { if (names != "") print $$2 names; names = "" }'); \
+n=$$(wc -w <<< "$$list"); n=$$((n - $$(wc -l <<< "$$list"))); \
+if [ "$$n" -le 0 ]; then echo "no fuzz tests found"; exit 1; fi; \
+fuzztime=$(1); \
+while read -r pkg names; do \
+  for name in $$names; do \
+    echo "--- $$name ($$pkg, $$fuzztime)"; \
+    $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $$fuzztime -fuzzminimizetime 5s "$$pkg" </dev/null; \
+  done; \
+done <<< "$$list"
+endef
+
+fuzz: ## Run every fuzz test for FUZZTIME each (default 10s; try FUZZTIME=1m)
+	@$(call fuzz_all,$(FUZZTIME))
+
+# CI fuzzes for FUZZ_CI_SECONDS in all, shared by the fuzz tests (5s each at
+# least): about 2.5 minutes with the builds.
+FUZZ_CI_SECONDS := 110
+
+fuzz-ci: ## Run every fuzz test briefly, as CI does after make test (110s in all)
+	@$(call fuzz_all,$$(( $(FUZZ_CI_SECONDS) / n > 5 ? $(FUZZ_CI_SECONDS) / n : 5 ))s)
 
 clean: ## Remove build outputs
 	rm -rf bin

@@ -4,7 +4,9 @@
 // NATS subject names they travel on.
 //
 // It imports only the standard library, so an integration can decode results
-// without pulling in NATS, SSH or Docker.
+// without pulling in NATS, SSH or Docker. Signing tasks and sealing their
+// secrets is the business of the subpackage
+// [github.com/postrotate/postrotate/messages/envelope] (which needs nkeys).
 //
 // # RotationResult
 //
@@ -22,8 +24,15 @@
 //
 //	postrotate.tasks.<host>                     tasks, stream POSTROTATE_TASKS (WorkQueue)
 //	postrotate.results.<rotation>.<step>        results, stream POSTROTATE_RESULTS (Limits)
+//	postrotate.refused.<host>                   task messages a worker refused as not the
+//	                                            coordinator's (forged, changed, replayed),
+//	                                            also in POSTROTATE_RESULTS
 //	postrotate.events.rotation.<kind>           rotation started/completed/failed
 //	postrotate.events.step.<kind>               step started/completed/failed
+//
+// A Task carries its secret part sealed (sealed_secret) when the
+// coordinator signs tasks: [Task.Validate] accepts it, and the worker calls
+// [Task.ValidateSecret] once it has opened it.
 //
 // Host ids are free-form strings; [HostToken] encodes one into a subject
 // token that is safe and reversible ([ParseHostToken]).

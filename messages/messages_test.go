@@ -78,6 +78,9 @@ func TestSubjects(t *testing.T) {
 		{s.TasksStream(), "POSTROTATE_TASKS"},
 		{Subjects{Prefix: "acme.pr"}.ResultsStream(), "ACME_PR_RESULTS"},
 		{s.Consumer("web.01"), "host_web_2E01"},
+		{s.Refused("web.01"), "postrotate.refused.web_2E01"},
+		{Subjects{Prefix: "acme"}.AllRefused(), "acme.refused.>"},
+		{RefusedMsgID(42), "refused-42"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -133,19 +136,81 @@ func TestDecodeTask(t *testing.T) {
 	}
 }
 
-func FuzzDecodeTask(f *testing.F) {
-	good, _ := json.Marshal(validTask())
-	f.Add(good)
-	f.Add([]byte(`{"schema_version":1}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		task, err := DecodeTask(data)
-		if err != nil {
-			return
+// A task whose secret is sealed validates without it; its secret's own
+// checks apply once it is opened (ValidateSecret).
+func TestSealedTask(t *testing.T) {
+	t.Parallel()
+	sealed := validTask()
+	sealed.Secret, sealed.SealedSecret = nil, []byte("opaque")
+	data, err := json.Marshal(sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeTask(data)
+	if err != nil {
+		t.Fatalf("DecodeTask(sealed): %v", err)
+	}
+	if got.Secret != nil || string(got.SealedSecret) != "opaque" {
+		t.Fatalf("decoded secret %+v, sealed %q", got.Secret, got.SealedSecret)
+	}
+	if err := got.ValidateSecret(); !errors.Is(err, ErrInvalidTask) {
+		t.Fatalf("ValidateSecret before opening = %v, want ErrInvalidTask", err)
+	}
+	both := validTask()
+	both.SealedSecret = []byte("opaque")
+	if err := both.Validate(); !errors.Is(err, ErrInvalidTask) {
+		t.Fatalf("Validate(clear and sealed secret) = %v, want ErrInvalidTask", err)
+	}
+	// Rules that need the secret do not apply to a sealed task...
+	rot := validTask()
+	rot.Runner, rot.Rotation = RunnerRotate, &Rotation{Kind: "linux", Login: "svc"}
+	rot.Connection = &Connection{Protocol: "ssh", Host: "m1", Port: 22}
+	rot.Secret, rot.SealedSecret = nil, []byte("opaque")
+	if err := rot.Validate(); err != nil {
+		t.Fatalf("Validate(sealed rotate task) = %v", err)
+	}
+	// ... but those that do not still do.
+	rot.Connection.Host = ""
+	if err := rot.Validate(); !errors.Is(err, ErrInvalidTask) {
+		t.Fatalf("Validate(sealed rotate task without host) = %v, want ErrInvalidTask", err)
+	}
+}
+
+func TestValidateSecret(t *testing.T) {
+	t.Parallel()
+	cred := &Credential{Login: "root", Password: "pw"}
+	conn := &Connection{Protocol: "ssh", Host: "m1", Port: 22}
+	tests := []struct {
+		name   string
+		runner string
+		conn   *Connection
+		secret *TaskSecret
+		ok     bool
+	}{
+		{"local", RunnerLocal, nil, &TaskSecret{Stdin: []byte("e30=\n")}, true},
+		{"local without stdin", RunnerLocal, nil, &TaskSecret{}, false},
+		{"no secret", RunnerLocal, nil, nil, false},
+		{"ssh", RunnerSSH, conn, &TaskSecret{Stdin: []byte("e30=\n"), Credential: cred}, true},
+		{"ssh without credential", RunnerSSH, conn, &TaskSecret{Stdin: []byte("e30=\n")}, false},
+		{"winrm without credential", RunnerWinRM, conn, &TaskSecret{Stdin: []byte("e30=\n")}, false},
+		{"rotate", RunnerRotate, nil, &TaskSecret{NewPassword: "pw"}, true},
+		{"rotate without new password", RunnerRotate, nil, &TaskSecret{}, false},
+		{"rotate with a connection", RunnerRotate, conn, &TaskSecret{NewPassword: "pw", Credential: cred}, true},
+		{"rotate with a connection, no credential", RunnerRotate, conn, &TaskSecret{NewPassword: "pw"}, false},
+	}
+	for _, tt := range tests {
+		task := Task{Runner: tt.runner, Connection: tt.conn, Secret: tt.secret}
+		err := task.ValidateSecret()
+		if tt.ok && err != nil {
+			t.Errorf("%s: ValidateSecret = %v", tt.name, err)
 		}
-		if err := task.Validate(); err != nil {
-			t.Fatalf("decoded task does not validate: %v", err)
+		if !tt.ok && !errors.Is(err, ErrInvalidTask) {
+			t.Errorf("%s: ValidateSecret = %v, want ErrInvalidTask", tt.name, err)
 		}
-	})
+		if err != nil && strings.Contains(err.Error(), "pw") {
+			t.Errorf("%s: error shows a secret: %v", tt.name, err)
+		}
+	}
 }
 
 func TestResultKeeperMethods(t *testing.T) {

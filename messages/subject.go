@@ -42,6 +42,24 @@ func (s Subjects) Results(rotationID string) string {
 // AllResults matches every result.
 func (s Subjects) AllResults() string { return s.prefix() + ".results.>" }
 
+// Refused is the subject where the worker of host reports the task
+// messages it refused because they are not the coordinator's own: unsigned,
+// signed by another key, changed, replayed, meant for another host, or with
+// a secret not sealed for that worker. They are kept apart from the step
+// results (Result) so that a forged task cannot pre-empt the result of the
+// step it claims to be.
+func (s Subjects) Refused(host string) string { return s.prefix() + ".refused." + HostToken(host) }
+
+// AllRefused matches every refusal subject.
+func (s Subjects) AllRefused() string { return s.prefix() + ".refused.>" }
+
+// RefusedMsgID is the JetStream message id of the refusal of the task
+// message at stream sequence seq of the tasks stream: a retried publish of
+// one refusal is dropped as a duplicate, two refused messages are two
+// refusals. The dispatcher matches it against the sequence of the task it
+// published.
+func RefusedMsgID(seq uint64) string { return "refused-" + strconv.FormatUint(seq, 10) }
+
 // RotationEvent is the subject of a rotation event of the given kind.
 func (s Subjects) RotationEvent(kind string) string { return s.prefix() + ".events.rotation." + kind }
 

@@ -41,8 +41,13 @@ type Task struct {
 	// that receives it later refuses it instead of running a stale script.
 	ExpiresAt time.Time `json:"expires_at"`
 	// Secret holds what only the script may see: its stdin and the values to
-	// mask. It is the part that gets sealed to the worker's key.
+	// mask. A task carries it in clear only when the coordinator does not
+	// sign tasks (tests, an insecure setup); otherwise it travels sealed in
+	// SealedSecret and the worker sets Secret once it has opened it.
 	Secret *TaskSecret `json:"secret,omitempty"`
+	// SealedSecret is Secret, JSON-encoded and sealed to the target
+	// worker's curve key by the coordinator (see package envelope).
+	SealedSecret []byte `json:"sealed_secret,omitempty"`
 }
 
 // Script is the attachment to run.
@@ -122,6 +127,10 @@ var ErrInvalidTask = errors.New("invalid task")
 
 // Validate checks that the task is complete and well-formed. Its errors name
 // the offending field, never a secret.
+//
+// A task carries its secret part either in clear (Secret), which Validate
+// checks with ValidateSecret, or sealed (SealedSecret), which it cannot
+// read: whoever opens it calls ValidateSecret afterwards.
 func (t Task) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidTask, fmt.Sprintf(format, args...))
@@ -141,20 +150,49 @@ func (t Task) Validate() error {
 		return bad("runner is empty")
 	case t.Script.Name == "":
 		return bad("script.name is empty")
-	case (t.Runner == RunnerSSH || t.Runner == RunnerWinRM) && (t.Connection == nil || t.Connection.Host == "" || t.Secret == nil || t.Secret.Credential == nil):
-		return bad("runner %s needs a connection and a credential", t.Runner)
+	case (t.Runner == RunnerSSH || t.Runner == RunnerWinRM) && (t.Connection == nil || t.Connection.Host == ""):
+		return bad("runner %s needs a connection with a host", t.Runner)
 	case t.Runner == RunnerHTTP && (t.Request == nil || t.Request.URL == ""):
 		return bad("runner http needs a request with a url")
-	case t.Runner == RunnerRotate && (t.Rotation == nil || t.Rotation.Kind == "" || t.Rotation.Login == "" || t.Secret == nil || t.Secret.NewPassword == ""):
-		return bad("runner rotate needs a rotation with a kind and a login, and a new password")
-	case t.Runner == RunnerRotate && t.Connection != nil && (t.Connection.Host == "" || t.Secret.Credential == nil):
-		return bad("runner rotate with a connection needs its host and a credential")
+	case t.Runner == RunnerRotate && (t.Rotation == nil || t.Rotation.Kind == "" || t.Rotation.Login == ""):
+		return bad("runner rotate needs a rotation with a kind and a login")
+	case t.Runner == RunnerRotate && t.Connection != nil && t.Connection.Host == "":
+		return bad("runner rotate with a connection needs its host")
 	case t.Script.TimeoutMS <= 0:
 		return bad("script.timeout_ms %d is not positive", t.Script.TimeoutMS)
-	case t.Runner != RunnerRotate && (t.Secret == nil || len(t.Secret.Stdin) == 0):
-		return bad("secret.stdin is missing")
 	case t.ExpiresAt.IsZero():
 		return bad("expires_at is missing")
+	case t.Secret == nil && len(t.SealedSecret) == 0:
+		return bad("secret is missing (neither secret nor sealed_secret)")
+	case t.Secret != nil && len(t.SealedSecret) > 0:
+		return bad("secret and sealed_secret are both set")
+	case t.Secret != nil:
+		return t.ValidateSecret()
+	}
+	return nil
+}
+
+// ValidateSecret checks the secret part of the task against its runner:
+// the stdin payload of a script, the credential of a connection, the new
+// password of a rotation. Call it once a sealed secret is opened (into
+// Secret); Validate calls it for a task that carries its secret in clear.
+// Its errors name the missing field, never a value.
+func (t Task) ValidateSecret() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidTask, fmt.Sprintf(format, args...))
+	}
+	s := t.Secret
+	switch {
+	case s == nil:
+		return bad("secret is missing")
+	case (t.Runner == RunnerSSH || t.Runner == RunnerWinRM) && s.Credential == nil:
+		return bad("runner %s needs secret.credential", t.Runner)
+	case t.Runner == RunnerRotate && s.NewPassword == "":
+		return bad("runner rotate needs secret.new_password")
+	case t.Runner == RunnerRotate && t.Connection != nil && s.Credential == nil:
+		return bad("runner rotate with a connection needs secret.credential")
+	case t.Runner != RunnerRotate && len(s.Stdin) == 0:
+		return bad("secret.stdin is missing")
 	}
 	return nil
 }
@@ -162,7 +200,8 @@ func (t Task) Validate() error {
 // Expired reports whether the task may no longer start at now.
 func (t Task) Expired(now time.Time) bool { return !now.Before(t.ExpiresAt) }
 
-// DecodeTask parses and validates a task.
+// DecodeTask parses and validates a task. A task whose secret is sealed is
+// valid without it: call ValidateSecret once it is opened.
 func DecodeTask(data []byte) (Task, error) {
 	var t Task
 	if err := json.Unmarshal(data, &t); err != nil {

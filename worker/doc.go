@@ -12,6 +12,35 @@
 // task is reported. A failed heartbeat (no bucket yet, broker unreachable)
 // is logged and tried again at the next tick; it never stops the worker.
 //
+// # Verified tasks
+//
+// A worker started with [Options.Trust] (the coordinator's public keys and
+// its own curve key, from its credentials) accepts a task message only
+// when, in this order:
+//
+//   - its headers carry a signature by the coordinator's key over the exact
+//     message data (unsigned, signed by another key, or changed by one
+//     byte: refused);
+//   - it decodes to a valid task for this host;
+//   - its secret is sealed (a secret in clear is refused) and opens with
+//     this worker's curve key as sealed by the coordinator (sealed for
+//     another worker: refused);
+//   - it is not a replay: the stream sequence of the first message a task
+//     id arrived in is kept in the started bucket ("seen.<task id>"); a
+//     redelivery of that message is fine, the same task in another message
+//     (a copy published again) is refused.
+//
+// Such a message is not the coordinator's task for this worker: nothing
+// runs, it is terminated with the reason, and a "refused" RotationResult
+// (Error "refused: <reason>", the rotation and step it claims) is published
+// on [messages.Subjects.Refused] — not on the step's subject, so that a
+// forged task cannot pre-empt the result of the real step — with message
+// id [messages.RefusedMsgID] of its stream sequence. Each is logged at warn
+// with the reason, never the content.
+//
+// Without Trust, tasks are not verified and their secrets travel in clear:
+// for tests and trusted networks only; Start logs a warning.
+//
 // # Started markers
 //
 // Delivery is at least once, so before starting a script the worker writes
@@ -44,6 +73,8 @@
 //     runner this worker does not have, or is in doubt (see above); a
 //     failed result saying why is published and the task is acknowledged,
 //     without running anything.
+//   - refused as not the coordinator's (with Trust, see above): a refusal
+//     is published on the refused subject and the message is terminated.
 //   - retried: its started marker is unavailable; the task is nak'd with a
 //     delay. MaxDeliver bounds how often.
 //   - undecodable: the message is not a valid task; it is terminated with a

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -18,6 +19,7 @@ import (
 // it a recorder.
 type message interface {
 	Data() []byte
+	Headers() nats.Header
 	Metadata() (*jetstream.MsgMetadata, error)
 	InProgress() error
 	DoubleAck(ctx context.Context) error
@@ -37,14 +39,32 @@ const (
 
 // handle processes one task message from start to end.
 func (w *Worker) handle(ctx context.Context, msg message) {
-	attempt := 1
+	attempt, seq := 1, uint64(0)
 	if md, err := msg.Metadata(); err == nil {
-		attempt = int(md.NumDelivered)
+		attempt, seq = int(md.NumDelivered), md.Sequence.Stream
 	}
-	task, err := messages.DecodeTask(msg.Data())
-	if err != nil {
-		w.finish(ctx, msg, w.undecodable(ctx, msg.Data(), attempt, err))
-		return
+	var task messages.Task
+	if w.opts.Trust != nil {
+		var a admission
+		task, a = w.admit(ctx, msg, seq)
+		switch a.do {
+		case rejected:
+			w.reject(ctx, msg, seq, attempt, a.reason)
+			return
+		case invalid:
+			w.finish(ctx, msg, w.undecodable(ctx, msg.Data(), attempt, a.cause), termInvalid)
+			return
+		case retryLater:
+			w.log.Warn().Err(a.cause).Uint64("stream_seq", seq).Dur("retry_in", w.opts.NakDelay).Msg("task not run: its replay check is unavailable")
+			w.finish(ctx, msg, nak, "")
+			return
+		}
+	} else {
+		var err error
+		if task, err = messages.DecodeTask(msg.Data()); err != nil {
+			w.finish(ctx, msg, w.undecodable(ctx, msg.Data(), attempt, err), termInvalid)
+			return
+		}
 	}
 	log := w.log.With().Str("rotation_id", task.RotationID).Int("step", task.Step).Int("attempt", attempt).Logger()
 	log.Debug().Str("uid", task.RecordUID).Str("script", task.Script.Name).Msg("task received")
@@ -53,15 +73,15 @@ func (w *Worker) handle(ctx context.Context, msg message) {
 	switch v.do {
 	case retryIt:
 		log.Warn().Err(v.cause).Dur("retry_in", w.opts.NakDelay).Msg("task not run: its started marker is unavailable")
-		w.finish(ctx, msg, nak)
+		w.finish(ctx, msg, nak, "")
 		return
 	case refuseIt:
 		log.Warn().Str("reason", v.reason).Msg("task refused")
-		w.finish(ctx, msg, w.publish(ctx, log, task, w.notRun(task, attempt, v.reason)))
+		w.finish(ctx, msg, w.publish(ctx, log, task, w.notRun(task, attempt, v.reason)), "")
 		return
 	case ackIt:
 		log.Info().Msg("task already run and reported; acknowledged")
-		w.finish(ctx, msg, ack)
+		w.finish(ctx, msg, ack, "")
 		return
 	}
 	if v.prev != nil {
@@ -75,12 +95,16 @@ func (w *Worker) handle(ctx context.Context, msg message) {
 			log.Warn().Err(err).Msg("mark task reported")
 		}
 	}
-	w.finish(ctx, msg, d)
+	w.finish(ctx, msg, d, "")
 }
 
+// termInvalid is the term reason of a message that is not a valid task.
+const termInvalid = "not a valid task"
+
 // finish applies the disposition to the message: the one place that
-// decides between ack, nak and term.
-func (w *Worker) finish(ctx context.Context, msg message, d disposition) {
+// decides between ack, nak and term. why is the reason given with a term;
+// it names a check, never the task's content.
+func (w *Worker) finish(ctx context.Context, msg message, d disposition, why string) {
 	// A hard stop must not keep a finished script's outcome from the broker.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -91,7 +115,7 @@ func (w *Worker) finish(ctx context.Context, msg message, d disposition) {
 	case nak:
 		err = msg.NakWithDelay(w.opts.NakDelay)
 	case term:
-		err = msg.TermWithReason("postrotate: not a valid task")
+		err = msg.TermWithReason("postrotate: " + why)
 	case leave:
 		return
 	}
@@ -109,6 +133,9 @@ func (w *Worker) refusal(task messages.Task) string {
 		return fmt.Sprintf("task is for host %q, this worker serves %q", task.Host, w.opts.Host)
 	case w.opts.Executors[task.Runner] == nil:
 		return fmt.Sprintf("this worker has no %q runner", task.Runner)
+	case task.Secret == nil:
+		// Only a worker without Trust gets here with a sealed secret.
+		return "the task secret is sealed and this worker has no key to open it: start it with credentials"
 	}
 	return ""
 }
@@ -195,15 +222,21 @@ func (w *Worker) undecodable(ctx context.Context, data []byte, attempt int, caus
 	return term
 }
 
-// publish sends the result, retrying until PublishTimeout. The result's
-// message id makes a retried publish a no-op on the stream.
+// publish sends the result of task's step, retrying until PublishTimeout.
+// The result's message id makes a retried publish a no-op on the stream.
 func (w *Worker) publish(ctx context.Context, log zerolog.Logger, task messages.Task, rr messages.RotationResult) disposition {
+	return w.publishTo(ctx, log, w.opts.Subjects.Result(task.RotationID, task.Step), messages.ResultMsgID(task.RotationID, task.Step), rr)
+}
+
+// publishTo sends rr on subject with message id msgID, retrying until
+// PublishTimeout. It returns ack once the stream has it, leave when it
+// gave up.
+func (w *Worker) publishTo(ctx context.Context, log zerolog.Logger, subject, msgID string, rr messages.RotationResult) disposition {
 	data, err := json.Marshal(rr)
 	if err != nil {
 		log.Error().Err(err).Msg("encode result")
 		return leave
 	}
-	subject := w.opts.Subjects.Result(task.RotationID, task.Step)
 	// After a hard stop the script is over: still try to report it, briefly.
 	timeout := w.opts.PublishTimeout
 	if ctx.Err() != nil {
@@ -213,7 +246,7 @@ func (w *Worker) publish(ctx context.Context, log zerolog.Logger, task messages.
 	defer cancel()
 	backoff := time.Duration(0)
 	for {
-		_, err := w.js.Publish(ctx, subject, data, jetstream.WithMsgID(messages.ResultMsgID(task.RotationID, task.Step)))
+		_, err := w.js.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
 		if err == nil {
 			return ack
 		}

@@ -20,6 +20,7 @@ import (
 	sshexec "github.com/postrotate/postrotate/executor/ssh"
 	winrmexec "github.com/postrotate/postrotate/executor/winrm"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/envelope"
 )
 
 // Options configure a Worker. A zero field means its default.
@@ -60,6 +61,13 @@ type Options struct {
 	NakDelay time.Duration
 	// Now returns the current time. Defaults to time.Now.
 	Now func() time.Time
+	// Trust holds the coordinator's public keys and this worker's curve
+	// key. With it the worker runs only what the coordinator signed for
+	// this host, once, with a secret sealed for this worker; it refuses
+	// anything else (see the package doc). Without it tasks are not
+	// verified and carry their secrets in clear: for tests and a trusted
+	// network only, and Start logs a warning.
+	Trust *envelope.Trust
 }
 
 // Worker runs the tasks of one host.
@@ -157,7 +165,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	// The heartbeat outlives a hard stop: it ends once the loop has.
 	w.hb = w.startHeartbeat(context.WithoutCancel(ctx))
 	go w.loop(runCtx, cons)
-	w.log.Info().Msg("worker started")
+	if w.opts.Trust == nil {
+		w.log.Warn().Msg("tasks are not verified: start the worker with credentials")
+	}
+	w.log.Info().Bool("verified", w.opts.Trust != nil).Msg("worker started")
 	return nil
 }
 

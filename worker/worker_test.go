@@ -54,6 +54,7 @@ type bundle struct {
 	cfg      config
 	exec     *fakeExecutor
 	results  chan messages.RotationResult
+	refused  chan messages.RotationResult // on the refused subjects
 	consumer jetstream.Consumer
 }
 
@@ -88,14 +89,14 @@ func setup(t *testing.T, cfg config, mod func(*Options)) (*Worker, *bundle) {
 		t.Fatal("nats-server not ready")
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	b := &bundle{srv: srv, cfg: cfg, exec: &fakeExecutor{}, results: make(chan messages.RotationResult, 100)}
+	b := &bundle{srv: srv, cfg: cfg, exec: &fakeExecutor{}, results: make(chan messages.RotationResult, 100), refused: make(chan messages.RotationResult, 100)}
 	nc, js := b.connect(t)
 	b.js = js
 	ctx := t.Context()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.TasksStream(), Subjects: []string{b.subj.AllTasks()}, Retention: jetstream.WorkQueuePolicy}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.ResultsStream(), Subjects: []string{b.subj.AllResults()}}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.ResultsStream(), Subjects: []string{b.subj.AllResults(), b.subj.AllRefused()}}); err != nil {
 		t.Fatal(err)
 	}
 	b.consumer, err = js.CreateConsumer(ctx, b.subj.TasksStream(), jetstream.ConsumerConfig{
@@ -109,18 +110,20 @@ func setup(t *testing.T, cfg config, mod func(*Options)) (*Worker, *bundle) {
 	if !cfg.noBuckets {
 		b.createBuckets(t)
 	}
-	sub, err := nc.Subscribe(b.subj.AllResults(), func(m *nats.Msg) {
-		rr, err := messages.DecodeResult(m.Data)
+	for subject, ch := range map[string]chan messages.RotationResult{b.subj.AllResults(): b.results, b.subj.AllRefused(): b.refused} {
+		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+			rr, err := messages.DecodeResult(m.Data)
+			if err != nil {
+				t.Errorf("bad result: %v", err)
+				return
+			}
+			ch <- rr
+		})
 		if err != nil {
-			t.Errorf("bad result: %v", err)
-			return
+			t.Fatal(err)
 		}
-		b.results <- rr
-	})
-	if err != nil {
-		t.Fatal(err)
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
 	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
 
 	return b.worker(t, js, b.exec, mod), b
 }

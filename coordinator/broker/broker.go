@@ -1,5 +1,12 @@
 // Package broker runs the nats-server with JetStream that postrotate embeds
 // by default, in-process, with its logs routed to zerolog.
+//
+// With Options.Users the server admits only those nkey users: the
+// coordinator with every right, and each enrolled worker with the rights of
+// its own host ([WorkerPermissions]). SetUsers changes the users of a
+// running server (a configuration reload): a new worker is admitted at
+// once, a revoked one is disconnected. [Config] renders the same users as a
+// nats-server configuration block, for an external cluster.
 package broker
 
 import (
@@ -8,6 +15,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -35,12 +43,22 @@ type Options struct {
 	// buckets and their indexes are unreadable without it. A store written
 	// with another key (or none) cannot be read with it.
 	EncryptionKey string
+	// Users, when set, are the only clients the server admits, each
+	// authenticated by its nkey, with its permissions. Empty: no
+	// authentication, every client has every right (development only).
+	Users []User
 }
 
 // Broker is a running embedded nats-server.
 type Broker struct {
 	srv     *server.Server
 	tempDir string
+
+	// base is the configuration the server started with, without users;
+	// SetUsers reloads it with other users.
+	base *server.Options
+	auth bool       // started with users: SetUsers may change them
+	mu   sync.Mutex // serializes SetUsers
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -62,6 +80,10 @@ func Start(opts Options) (*Broker, error) {
 		NoLog:      false,
 		// Limits the size of one message: a task carries its script.
 		MaxPayload: 8 << 20,
+	}
+	if err := validUsers(opts.Users); err != nil {
+		b.cleanup()
+		return nil, err
 	}
 	if opts.EncryptionKey != "" {
 		sopts.JetStreamKey, sopts.JetStreamCipher = opts.EncryptionKey, server.ChaCha
@@ -87,6 +109,8 @@ func Start(opts Options) (*Broker, error) {
 		}
 		sopts.Host, sopts.Port = host, p
 	}
+	b.base, b.auth = sopts.Clone(), len(opts.Users) > 0
+	sopts.Nkeys = nkeyUsers(opts.Users)
 	srv, err := server.NewServer(sopts)
 	if err != nil {
 		b.cleanup()
@@ -114,7 +138,8 @@ func Start(opts Options) (*Broker, error) {
 	return b, nil
 }
 
-// Connect opens an in-process client connection.
+// Connect opens an in-process client connection. When the server has
+// users, opts must authenticate as one (nats.Nkey; see UserOption).
 func (b *Broker) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	opts = append([]nats.Option{nats.InProcessServer(b.srv), nats.Name("postrotate-coordinator")}, opts...)
 	nc, err := nats.Connect("", opts...)

@@ -48,6 +48,11 @@ func usage(err error) error { return &exitError{ExitUsage, err} }
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	return mainContext(ctx, args, stdout, stderr)
+}
+
+// mainContext is Main with its context: ending ctx is a signal.
+func mainContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -101,7 +106,7 @@ stdin, and reports a RotationResult for every script.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usage(fmt.Errorf("%w\nRun '%s --help' for usage", err, c.CommandPath()))
 	})
-	root.AddCommand(newRotate(g), newServe(g), newRecords(g), newValidate(g), newVersion(g))
+	root.AddCommand(newRotate(g), newServe(g), newRecords(g), newWorker(g), newValidate(g), newVersion(g))
 	return root
 }
 
@@ -152,9 +157,9 @@ func loadInventory(file string) (*inventory.Inventory, error) {
 
 func newRotate(g *globals) *cobra.Command {
 	var (
-		file, user, serverURL string
-		asJSON, verbose, wait bool
-		timeout               time.Duration
+		file, user, serverURL, tokenFile string
+		asJSON, verbose, wait            bool
+		timeout                          time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "rotate (--inventory FILE | --server URL) --user UID [--json] [--wait]",
@@ -182,7 +187,11 @@ started), 1 a script failed, 2 bad input.`,
 			case (file == "") == (serverURL == ""):
 				return usage(errors.New("give exactly one of --inventory (one-shot) and --server (a running postrotate serve)"))
 			case serverURL != "":
-				return rotateRemote(cmd.Context(), g, serverURL, user, asJSON, verbose, wait, timeout)
+				client, err := newClient(serverURL, tokenFile)
+				if err != nil {
+					return err
+				}
+				return rotateRemote(cmd.Context(), g, client, user, asJSON, verbose, wait, timeout)
 			}
 			inv, err := loadInventory(file)
 			if err != nil {
@@ -203,6 +212,7 @@ started), 1 a script failed, 2 bad input.`,
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "print every script's stdout and stderr under the table")
 	c.Flags().BoolVar(&wait, "wait", false, "with --server: wait for the rotation to finish and print its results")
 	c.Flags().DurationVar(&timeout, "wait-timeout", time.Hour, "with --wait: give up waiting after this long")
+	c.Flags().StringVar(&tokenFile, "api-token-file", "", "with --server: file holding the serve's API token (default $"+apiTokenEnv+")")
 	return c
 }
 

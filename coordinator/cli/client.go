@@ -16,14 +16,30 @@ import (
 	"github.com/postrotate/postrotate/coordinator/server"
 )
 
+// apiClient calls the HTTP API of a running `postrotate serve`.
+type apiClient struct {
+	base  string // without a trailing slash
+	token string // the API token, or ""
+	http  *http.Client
+}
+
+// newClient returns a client of the API at base, with the API token of
+// tokenFile, else of $POSTROTATE_API_TOKEN, else none.
+func newClient(base, tokenFile string) (*apiClient, error) {
+	token, err := clientToken(tokenFile)
+	if err != nil {
+		return nil, usage(err)
+	}
+	return &apiClient{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
 // rotateRemote starts a rotation on a running server and, with wait,
 // follows it to its end.
-func rotateRemote(ctx context.Context, g *globals, base, user string, asJSON, verbose, wait bool, timeout time.Duration) error {
-	base = strings.TrimRight(base, "/")
-	client := &http.Client{Timeout: 30 * time.Second}
+func rotateRemote(ctx context.Context, g *globals, c *apiClient, user string, asJSON, verbose, wait bool, timeout time.Duration) error {
+	base := c.base
 	body, _ := json.Marshal(server.RotateRequest{User: user})
 	var run runs.Run
-	status, err := call(ctx, client, http.MethodPost, base+"/v1/rotations", body, &run)
+	status, err := c.call(ctx, http.MethodPost, "/v1/rotations", body, &run)
 	switch {
 	case status == http.StatusNotFound || status == http.StatusUnprocessableEntity || status == http.StatusBadRequest || status == http.StatusConflict:
 		return usage(err) // the request was refused: its reason is in err
@@ -44,7 +60,7 @@ func rotateRemote(ctx context.Context, g *globals, base, user string, asJSON, ve
 	defer tick.Stop()
 	for {
 		var v server.View
-		if _, err := call(ctx, client, http.MethodGet, base+"/v1/rotations/"+run.ID, nil, &v); err != nil && ctx.Err() == nil {
+		if _, err := c.call(ctx, http.MethodGet, "/v1/rotations/"+run.ID, nil, &v); err != nil && ctx.Err() == nil {
 			fmt.Fprintf(g.stderr, "postrotate: %v (retrying)\n", err)
 		} else if err == nil && v.Finished() {
 			out := dispatch.Outcome{RotationID: v.ID, Results: v.Results, Succeeded: v.Succeeded, Failed: v.Failed,
@@ -63,8 +79,11 @@ func rotateRemote(ctx context.Context, g *globals, base, user string, asJSON, ve
 	}
 }
 
-// call does one API request; a non-2xx answer's message is returned in the error.
-func call(ctx context.Context, client *http.Client, method, url string, body []byte, out any) (int, error) {
+// call does one API request on path; a non-2xx answer's message is
+// returned in the error, a 401 with a hint about the token. out may be nil
+// for an answer without a body.
+func (c *apiClient) call(ctx context.Context, method, path string, body []byte, out any) (int, error) {
+	url := c.base + path
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
@@ -72,7 +91,10 @@ func call(ctx context.Context, client *http.Client, method, url string, body []b
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := client.Do(req)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: %w", method, url, err)
 	}
@@ -82,11 +104,18 @@ func call(ctx context.Context, client *http.Client, method, url string, body []b
 		return resp.StatusCode, fmt.Errorf("%s %s: read answer: %w", method, url, err)
 	}
 	if resp.StatusCode/100 != 2 {
+		hint := ""
+		if resp.StatusCode == http.StatusUnauthorized {
+			hint = " (give the serve's API token: --api-token-file FILE or $" + apiTokenEnv + ")"
+		}
 		var eb server.ErrorBody
 		if json.Unmarshal(data, &eb) == nil && eb.Error != "" {
-			return resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, eb.Error)
+			return resp.StatusCode, fmt.Errorf("%s %s: %s: %s%s", method, url, resp.Status, eb.Error, hint)
 		}
-		return resp.StatusCode, fmt.Errorf("%s %s: %s", method, url, resp.Status)
+		return resp.StatusCode, fmt.Errorf("%s %s: %s%s", method, url, resp.Status, hint)
+	}
+	if out == nil {
+		return resp.StatusCode, nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return resp.StatusCode, fmt.Errorf("%s %s: decode answer: %w", method, url, err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,7 +17,7 @@ import (
 const defaultServer = "http://127.0.0.1:7480"
 
 func newRecords(g *globals) *cobra.Command {
-	var base string
+	var base, tokenFile string
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "records",
@@ -29,6 +28,7 @@ the next and last rotation. Secrets are shown only with 'get --reveal'.`,
 	}
 	c.PersistentFlags().StringVar(&base, "server", defaultServer, "URL of the postrotate serve HTTP API")
 	c.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.PersistentFlags().StringVar(&tokenFile, "api-token-file", "", "file holding the serve's API token (default $"+apiTokenEnv+")")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -36,8 +36,11 @@ the next and last rotation. Secrets are shown only with 'get --reveal'.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var all []server.RecordSummary
-			client := &http.Client{Timeout: 30 * time.Second}
-			if _, err := call(cmd.Context(), client, http.MethodGet, strings.TrimRight(base, "/")+"/v1/records", nil, &all); err != nil {
+			client, err := newClient(base, tokenFile)
+			if err != nil {
+				return err
+			}
+			if _, err := client.call(cmd.Context(), http.MethodGet, "/v1/records", nil, &all); err != nil {
 				return &exitError{ExitFailed, err}
 			}
 			if asJSON {
@@ -57,13 +60,16 @@ the next and last rotation. Secrets are shown only with 'get --reveal'.`,
 		Short: "Show one record, its password history and its schedule",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			u := strings.TrimRight(base, "/") + "/v1/records/" + url.PathEscape(args[0])
+			u := "/v1/records/" + url.PathEscape(args[0])
 			if reveal {
 				u += "?reveal=true"
 			}
 			var v server.RecordView
-			client := &http.Client{Timeout: 30 * time.Second}
-			status, err := call(cmd.Context(), client, http.MethodGet, u, nil, &v)
+			client, err := newClient(base, tokenFile)
+			if err != nil {
+				return err
+			}
+			status, err := client.call(cmd.Context(), http.MethodGet, u, nil, &v)
 			switch {
 			case status == http.StatusNotFound:
 				return usage(err)

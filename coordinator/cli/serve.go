@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,16 +21,19 @@ import (
 
 	"github.com/postrotate/postrotate/coordinator/broker"
 	"github.com/postrotate/postrotate/coordinator/dispatch"
+	"github.com/postrotate/postrotate/coordinator/identity"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/worker"
+	"github.com/postrotate/postrotate/worker/natsconn"
 )
 
 type serveConfig struct {
 	inventory, data, httpAddr, natsListen, natsURL, prefix, keyFile string
-	localWorkers, force, noSchedules                                bool
+	apiTokenFile, tlsCert, tlsKey                                   string
+	localWorkers, force, noSchedules, insecureWorkers               bool
 	pickupTimeout, ackWait, pinnedTTL                               time.Duration
 }
 
@@ -51,7 +56,18 @@ The inventory is applied to the record store at start: records and scripts
 are updated, but a password postrotate rotated since is kept (--force takes
 the inventory's). The store, and with the embedded server all of JetStream's
 data, is encrypted with the vault key: $POSTROTATE_VAULT_KEY, or the file
---key-file (created on first start: back it up).`,
+--key-file (created on first start: back it up).
+
+Workers are enrolled with 'postrotate worker add HOST', which writes the
+credentials file 'postrotate-worker --creds' reads. The embedded nats-server
+admits only the coordinator and the enrolled workers, each allowed to run
+its own host's tasks only; tasks are signed and their secrets sealed for
+their host's worker. --insecure-workers turns all of that off, for
+development with 'postrotate-worker --host --nats'.
+
+With --api-token-file (created with a random token if missing) or
+$POSTROTATE_API_TOKEN, every API request but /healthz needs
+"Authorization: Bearer <token>".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
@@ -79,11 +95,25 @@ data, is encrypted with the vault key: $POSTROTATE_VAULT_KEY, or the file
 	f.StringVar(&cfg.keyFile, "key-file", "", "vault key file (default: vault.key under --data); $"+vault.KeyEnv+" wins")
 	f.BoolVar(&cfg.force, "force", false, "replace the passwords postrotate rotated with the inventory's")
 	f.BoolVar(&cfg.noSchedules, "no-schedules", false, "do not fire scheduled rotations (only those asked for)")
+	f.StringVar(&cfg.apiTokenFile, "api-token-file", "", "require this API token (file created with a random token if missing; default $"+apiTokenEnv+")")
+	f.BoolVar(&cfg.insecureWorkers, "insecure-workers", false, "development only: accept workers without credentials (NATS without authentication, tasks neither signed nor sealed)")
+	f.StringVar(&cfg.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
+	f.StringVar(&cfg.tlsKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	_ = c.MarkFlagRequired("inventory")
 	return c
 }
 
 func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig, inv *inventory.Inventory) error {
+	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
+		return usage(errors.New("give both --tls-cert and --tls-key, or neither"))
+	}
+	token, tokenCreated, err := serveToken(cfg.apiTokenFile)
+	if err != nil {
+		return usage(err)
+	}
+	if tokenCreated {
+		fmt.Fprintf(g.stderr, "postrotate: created an API token in %s: clients send it with --api-token-file %s\n", cfg.apiTokenFile, cfg.apiTokenFile)
+	}
 	keyFile := cmp.Or(cfg.keyFile, filepath.Join(cfg.data, "vault.key"))
 	key, source, created, err := vault.LoadKey(keyFile)
 	if err != nil {
@@ -93,42 +123,70 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 		fmt.Fprintf(g.stderr, "postrotate: created a new vault key in %s: BACK IT UP — without it the record store and the rotated passwords cannot be read\n", keyFile)
 		log.Warn().Str("key_file", keyFile).Msg("created a new vault key: back it up")
 	}
-	var nc *nats.Conn
+	subj := messages.Subjects{Prefix: cfg.prefix}
+	coordUser := identity.CoordinatorUser(key)
+	coordPub, _ := coordUser.PublicKey()
+	userOpt, err := broker.UserOption(coordUser)
+	if err != nil {
+		return &exitError{ExitFailed, err}
+	}
 	natsOpts := []nats.Option{
 		nats.Name("postrotate-coordinator"),
 		nats.MaxReconnects(-1),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			log.Error().Err(err).Msg("nats async error")
-		}),
+		nats.ErrorHandler(natsconn.ErrorHandler(log)),
 	}
+	var (
+		nc        *nats.Conn
+		b         *broker.Broker
+		natsURL   string
+		onWorkers func([]identity.Worker) error
+	)
 	if cfg.natsURL != "" {
-		var err error
-		if nc, err = nats.Connect(cfg.natsURL, natsOpts...); err != nil {
-			return &exitError{ExitFailed, fmt.Errorf("connect to %s: %w", cfg.natsURL, err)}
+		if nc, err = connectExternal(cfg.natsURL, natsOpts, userOpt, cfg.insecureWorkers, log); err != nil {
+			return &exitError{ExitFailed, err}
 		}
+		natsURL = cfg.natsURL
 	} else {
 		if err := checkDataKey(cfg.data, key, source); err != nil {
 			return &exitError{ExitFailed, err}
 		}
-		b, err := broker.Start(broker.Options{
+		bopts := broker.Options{
 			StoreDir: filepath.Join(cfg.data, "jetstream"), Listen: cfg.natsListen, Logger: &log,
 			EncryptionKey: key.SubKey("jetstream").String(),
-		})
-		if err != nil {
+		}
+		if !cfg.insecureWorkers {
+			// The enrolled workers are admitted once the identities
+			// bucket is read (server Start, OnWorkers).
+			bopts.Users = identity.Users(subj, coordPub, nil)
+			natsOpts = append(natsOpts, userOpt)
+		}
+		if b, err = broker.Start(bopts); err != nil {
 			return &exitError{ExitFailed, err}
 		}
 		defer b.Shutdown()
 		if nc, err = b.Connect(natsOpts...); err != nil {
 			return &exitError{ExitFailed, err}
 		}
-		log.Info().Str("url", b.ClientURL()).Msg("embedded nats-server listening")
+		natsURL = advertisedURL(cfg.natsListen, b.ClientURL())
+		if !cfg.insecureWorkers {
+			onWorkers = func(ws []identity.Worker) error {
+				if err := b.SetUsers(identity.Users(subj, coordPub, ws)); err != nil {
+					return err
+				}
+				log.Info().Int("workers", len(ws)).Msg("nats users reloaded")
+				return nil
+			}
+		}
+		log.Info().Str("url", b.ClientURL()).Bool("authentication", !cfg.insecureWorkers).Msg("embedded nats-server listening")
 	}
 	defer nc.Close()
+	if cfg.insecureWorkers {
+		log.Warn().Msg("--insecure-workers: tasks are neither signed nor sealed, and the embedded NATS admits any client with every right; for development only")
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return &exitError{ExitFailed, err}
 	}
-	subj := messages.Subjects{Prefix: cfg.prefix}
 	srv, err := server.New(js, server.Options{
 		Inventory: inv,
 		Dispatch: dispatch.Options{
@@ -140,6 +198,10 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 		KeySource:   source,
 		Force:       cfg.force,
 		NoSchedules: cfg.noSchedules,
+		Unsigned:    cfg.insecureWorkers,
+		OnWorkers:   onWorkers,
+		NATSURL:     natsURL,
+		APIToken:    token,
 	})
 	if err != nil {
 		return &exitError{ExitFailed, err}
@@ -148,19 +210,10 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 		return &exitError{ExitFailed, fmt.Errorf("start: %w", err)}
 	}
 	if cfg.localWorkers {
-		for _, h := range server.Hosts(inv) {
-			w, err := worker.New(js, worker.Options{Host: h, Name: h + "-inprocess", Subjects: subj, Logger: &log})
-			if err != nil {
-				return &exitError{ExitFailed, err}
-			}
-			if err := w.Start(ctx); err != nil {
-				return &exitError{ExitFailed, err}
-			}
-			defer func() {
-				stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				_ = w.Stop(stopCtx)
-			}()
+		stop, err := startLocalWorkers(ctx, srv, b, js, subj, server.Hosts(inv), cfg.insecureWorkers, log)
+		defer stop()
+		if err != nil {
+			return &exitError{ExitFailed, err}
 		}
 	}
 
@@ -168,11 +221,20 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	if err != nil {
 		return &exitError{ExitFailed, fmt.Errorf("http listen: %w", err)}
 	}
+	if token == "" && !isLoopback(ln.Addr()) {
+		log.Warn().Str("http", ln.Addr().String()).Msg("the HTTP API listens beyond loopback without an API token: anyone who reaches it can start rotations, enroll workers and read the passwords (serve --api-token-file)")
+	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- hs.Serve(ln) }()
-	log.Info().Str("http", ln.Addr().String()).Msg("postrotate serving")
-	fmt.Fprintf(g.stderr, "postrotate: serving HTTP on http://%s\n", ln.Addr())
+	scheme := "http"
+	if cfg.tlsCert != "" {
+		scheme = "https"
+		go func() { httpErr <- hs.ServeTLS(ln, cfg.tlsCert, cfg.tlsKey) }()
+	} else {
+		go func() { httpErr <- hs.Serve(ln) }()
+	}
+	log.Info().Str("http", ln.Addr().String()).Bool("tls", cfg.tlsCert != "").Bool("api_token", token != "").Msg("postrotate serving")
+	fmt.Fprintf(g.stderr, "postrotate: serving HTTP on %s://%s\n", scheme, ln.Addr())
 
 	select {
 	case <-ctx.Done():
@@ -189,6 +251,104 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 		log.Warn().Err(err).Msg("stop rotations")
 	}
 	return nil
+}
+
+// connectExternal connects to an external NATS as the coordinator's nkey
+// user. A server that does not authenticate clients (it offers no nonce)
+// gets a plain connection and a warning: its workers are not restricted.
+func connectExternal(url string, opts []nats.Option, user nats.Option, insecure bool, log zerolog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, append(slices.Clone(opts), user)...)
+	if errors.Is(err, nats.ErrNkeysNotSupported) {
+		if !insecure {
+			log.Warn().Str("url", url).Msg("the NATS server does not authenticate clients: workers are not restricted to their host (configure its users: postrotate worker add --nats-config)")
+		}
+		nc, err = nats.Connect(url, opts...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// advertisedURL is the NATS URL written into workers' credentials: the
+// embedded server's, unless it listens on every address (then the
+// enrolment must say which with --nats).
+func advertisedURL(listen, clientURL string) string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return ""
+	}
+	return clientURL
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+// startLocalWorkers starts an in-process worker for every host. Each gets
+// its identity from the store (created on first start, then reused) and,
+// with the embedded server, its own connection as its own NATS user; with
+// an external NATS they share the coordinator's connection. stop stops
+// them together, letting their scripts finish for up to a minute.
+func startLocalWorkers(ctx context.Context, srv *server.Server, b *broker.Broker, js jetstream.JetStream, subj messages.Subjects,
+	hosts []string, insecure bool, log zerolog.Logger) (stop func(), err error) {
+	var (
+		workers []*worker.Worker
+		conns   []*nats.Conn
+	)
+	stop = func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, w := range workers {
+			wg.Go(func() { _ = w.Stop(stopCtx) })
+		}
+		wg.Wait()
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}
+	for _, h := range hosts {
+		wopts := worker.Options{Host: h, Name: h + "-inprocess", Subjects: subj, Logger: &log}
+		wjs := js
+		if !insecure {
+			creds, err := srv.LocalWorker(ctx, h)
+			if err != nil {
+				return stop, fmt.Errorf("identity of the in-process worker of %s: %w", h, err)
+			}
+			if wopts.Trust, err = creds.Trust(); err != nil {
+				return stop, err
+			}
+			if b != nil {
+				wlog := log.With().Str("host", h).Logger()
+				nopts, err := natsconn.Options(natsconn.Config{Host: h, Creds: &creds, Logger: &wlog})
+				if err != nil {
+					return stop, err
+				}
+				nc, err := b.Connect(append(nopts, nats.Name("postrotate in-process worker "+h))...)
+				if err != nil {
+					return stop, fmt.Errorf("connect the in-process worker of %s: %w", h, err)
+				}
+				conns = append(conns, nc)
+				if wjs, err = jetstream.New(nc); err != nil {
+					return stop, err
+				}
+			}
+		}
+		w, err := worker.New(wjs, wopts)
+		if err != nil {
+			return stop, err
+		}
+		if err := w.Start(ctx); err != nil {
+			return stop, err
+		}
+		workers = append(workers, w)
+	}
+	return stop, nil
 }
 
 // keyCheckAAD binds the key check file's content to its purpose.

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/envelope"
 )
 
 // maxDeliveriesAdvisory is the part of JetStream's MAX_DELIVERIES advisory
@@ -24,7 +25,9 @@ type maxDeliveriesAdvisory struct {
 // consumers into failed steps: JetStream stops delivering such a task but
 // leaves it in the work queue, so the dispatcher publishes the step's
 // failed result (the waiting rotation goes on at once) and deletes the
-// task. Call the returned function to stop watching.
+// task. With a Signer, a task message the coordinator did not sign is only
+// deleted: it does not speak for the step it claims. Call the returned
+// function to stop watching.
 func (d *Dispatcher) WatchMaxDeliveries() (stop func(), err error) {
 	subj := d.opts.Layout.Subjects
 	sub, err := d.js.Conn().Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+subj.TasksStream()+".*", func(m *nats.Msg) {
@@ -58,7 +61,10 @@ func (d *Dispatcher) maxDelivered(ctx context.Context, adv maxDeliveriesAdvisory
 	// Read what identifies the step even from a task that does not validate.
 	var head messages.Task
 	decodeErr := json.Unmarshal(msg.Data, &head)
-	if decodeErr == nil && messages.ValidToken(head.RotationID) && head.Step > 0 {
+	// With a signer, only a task of ours speaks for its step: a forged one
+	// must not pre-empt the step's result.
+	ours := d.opts.Signer == nil || d.opts.Signer.Verify(msg.Data, msg.Header.Get(envelope.HeaderSignature), msg.Header.Get(envelope.HeaderSigner)) == nil
+	if ours && decodeErr == nil && messages.ValidToken(head.RotationID) && head.Step > 0 {
 		now := d.opts.Now()
 		rr := messages.RotationResult{
 			UID: head.RecordUID, Title: head.Script.Title, Name: head.Script.Name,
@@ -72,6 +78,11 @@ func (d *Dispatcher) maxDelivered(ctx context.Context, adv maxDeliveriesAdvisory
 	}
 	if err := stream.DeleteMsg(ctx, adv.StreamSeq); err != nil {
 		return fmt.Errorf("delete task %d: %w", adv.StreamSeq, err)
+	}
+	if !ours {
+		d.log.Warn().Uint64("stream_seq", adv.StreamSeq).Int("deliveries", adv.Deliveries).Str("rotation_id", head.RotationID).
+			Int("step", head.Step).Msg("task message not signed by this coordinator reached max deliveries: removed")
+		return nil
 	}
 	d.log.Warn().Uint64("stream_seq", adv.StreamSeq).Int("deliveries", adv.Deliveries).Str("rotation_id", head.RotationID).
 		Int("step", head.Step).Msg("task reached max deliveries: step failed, task removed")

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -15,12 +16,30 @@ import (
 // becomes a failed step, and leaves the work queue.
 func TestMaxDeliveriesFailsStep(t *testing.T) {
 	t.Parallel()
+	t.Run("unsigned", func(t *testing.T) { t.Parallel(); testMaxDeliveries(t, false) })
+	t.Run("signed", func(t *testing.T) { t.Parallel(); testMaxDeliveries(t, true) })
+}
+
+// testMaxDeliveries runs TestMaxDeliveriesFailsStep; signed, the dispatcher
+// has a Signer and a forged task claiming the same step reaches
+// MaxDeliver first: it is removed without speaking for the step.
+func testMaxDeliveries(t *testing.T, signed bool) {
 	b := setup(t, false)
 	layout := Layout{AckWait: 300 * time.Millisecond, MaxDeliver: 2, PinnedTTL: 300 * time.Millisecond}
 	if err := layout.EnsureHosts(t.Context(), b.js, "gw-1"); err != nil {
 		t.Fatal(err)
 	}
-	d := New(b.js, Options{Layout: layout})
+	opts := Options{Layout: layout}
+	id := NewID()
+	if signed {
+		coord, trust := identity(t)
+		opts.Signer, opts.WorkerKey = coord, keyOf(trust)
+		forged, _ := json.Marshal(messages.Task{SchemaVersion: messages.SchemaVersion, ID: id + "-1", RotationID: id, Step: 1, Host: "forged-host"})
+		if _, err := b.js.Publish(t.Context(), "postrotate.tasks.gw-1", forged); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := New(b.js, opts)
 	stop, err := d.WatchMaxDeliveries()
 	if err != nil {
 		t.Fatal(err)
@@ -45,11 +64,11 @@ func TestMaxDeliveriesFailsStep(t *testing.T) {
 		}
 	}()
 
-	out, err := d.Run(t.Context(), Rotation{ID: NewID(), Plan: b.plan, NewPassword: "n", OldPassword: "o"})
+	out, err := d.Run(t.Context(), Rotation{ID: id, Plan: b.plan, NewPassword: "n", OldPassword: "o"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.Failed != 1 || !strings.Contains(out.Results[0].Error, "max deliveries") {
+	if out.Failed != 1 || !strings.Contains(out.Results[0].Error, `to host "gw-1" without being acknowledged (max deliveries)`) {
 		t.Fatalf("outcome = %+v", out.Results)
 	}
 	s, err := b.js.Stream(t.Context(), "POSTROTATE_TASKS")

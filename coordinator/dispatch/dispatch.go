@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/postrotate/postrotate/coordinator/plan"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/envelope"
 	"github.com/postrotate/postrotate/payload"
 )
 
@@ -31,7 +33,25 @@ type Options struct {
 	Logger *zerolog.Logger
 	// Now returns the current time. Defaults to time.Now.
 	Now func() time.Time
+	// Signer is the coordinator's identity. With it every task is signed
+	// (headers envelope.HeaderSignature and HeaderSigner over the exact
+	// published data) and its secret sealed for the worker of its host
+	// (WorkerKey): the broker never sees a secret, and workers started with
+	// credentials refuse anything else. Without it tasks go out unsigned
+	// with their secrets in clear: for tests and a trusted network only.
+	Signer *envelope.Coordinator
+	// WorkerKey returns the curve public key ("X...") enrolled for the
+	// worker of host, which its tasks' secrets are sealed for: "" or an
+	// error wrapping ErrNoWorkerKey when the host has none, and then the
+	// step fails without sending anything. Used only with Signer; nil means
+	// no host has a key.
+	WorkerKey func(ctx context.Context, host string) (string, error)
 }
+
+// ErrNoWorkerKey is wrapped by the error of a step whose host has no
+// enrolled worker key to seal its task's secret for. Options.WorkerKey may
+// return it.
+var ErrNoWorkerKey = errors.New("no enrolled worker key")
 
 // Dispatcher runs rotations over JetStream.
 type Dispatcher struct {
@@ -347,12 +367,14 @@ func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, s
 		log.Error().Err(err).Msg("build task")
 		return d.failed(r, step, err.Error()), nil
 	}
-	data, err := json.Marshal(task)
+	msg, err := d.message(ctx, task)
 	if err != nil {
-		return d.failed(r, step, fmt.Sprintf("encode task: %v", err)), nil
+		// Nothing was sent: this step's failure, not the rotation's.
+		log.Error().Err(err).Msg("seal task")
+		return d.failed(r, step, err.Error()), nil
 	}
 	subj := d.opts.Layout.Subjects
-	ack, err := d.js.Publish(ctx, subj.Tasks(step.Host), data, jetstream.WithMsgID(task.ID))
+	ack, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID(task.ID))
 	if err != nil {
 		return messages.RotationResult{}, fmt.Errorf("publish task of step %d: %w", step.Index, err)
 	}
@@ -362,7 +384,8 @@ func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, s
 	log.Debug().Str("script", step.Script.Name).Msg("task published")
 
 	// First deadline: a worker must have taken the task by its expiry.
-	rr, err := results.wait(ctx, step.Index, task.ExpiresAt)
+	want := expect{step: step.Index, host: step.Host, seq: ack.Sequence}
+	rr, err := results.wait(ctx, want, task.ExpiresAt)
 	deadline := task.ExpiresAt.Add(task.Script.Timeout() + d.opts.KillGrace)
 	if errors.Is(err, errDeadline) {
 		if taken, terr := d.withdraw(ctx, step.Host, ack.Sequence); terr != nil {
@@ -370,9 +393,19 @@ func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, s
 		} else if !taken {
 			deadline = time.Now() // withdrawn: it can never run
 		}
-		rr, err = results.wait(ctx, step.Index, deadline)
+		rr, err = results.wait(ctx, want, deadline)
 	}
+	var refused *RefusedError
 	switch {
+	case errors.As(err, &refused):
+		// The worker found this very message wanting (a secret sealed for
+		// a key it no longer has, a clock far off...): the step fails now.
+		rr = d.failed(r, step, refused.Error())
+		rr.Worker = refused.Worker
+		if err := d.publishResult(context.WithoutCancel(ctx), rr); err != nil {
+			log.Error().Err(err).Msg("publish refused-task result")
+		}
+		log.Warn().Str("reason", refused.Reason).Msg("task refused by its worker")
 	case errors.Is(err, errDeadline):
 		rr = d.failed(r, step, fmt.Sprintf("no result from host %q by %s: no live worker of that host took the task within %s, or it did not report",
 			step.Host, deadline.UTC().Format(time.RFC3339), d.opts.PickupTimeout))
@@ -458,6 +491,53 @@ func (d *Dispatcher) task(r Rotation, step plan.Step) (messages.Task, error) {
 		ExpiresAt:  now.Add(d.opts.PickupTimeout),
 		Secret:     secret,
 	}, nil
+}
+
+// message returns the message that carries task: with a Signer its secret
+// sealed for the host's worker and the data signed, else the task as it is.
+func (d *Dispatcher) message(ctx context.Context, task messages.Task) (*nats.Msg, error) {
+	msg := &nats.Msg{Subject: d.opts.Layout.Subjects.Tasks(task.Host), Header: nats.Header{}}
+	if d.opts.Signer != nil {
+		key, err := d.workerKey(ctx, task.Host)
+		if err != nil {
+			return nil, err
+		}
+		sealed, err := d.opts.Signer.SealSecret(*task.Secret, key)
+		if err != nil {
+			return nil, fmt.Errorf("host %q: %w", task.Host, err)
+		}
+		task.Secret, task.SealedSecret = nil, sealed
+	}
+	data, err := json.Marshal(task)
+	if err != nil {
+		return nil, fmt.Errorf("encode task: %w", err)
+	}
+	msg.Data = data
+	if d.opts.Signer != nil {
+		sig, signer, err := d.opts.Signer.Sign(data)
+		if err != nil {
+			return nil, err
+		}
+		msg.Header.Set(envelope.HeaderSignature, sig)
+		msg.Header.Set(envelope.HeaderSigner, signer)
+	}
+	return msg, nil
+}
+
+// workerKey returns the curve key of host's worker.
+func (d *Dispatcher) workerKey(ctx context.Context, host string) (string, error) {
+	noKey := fmt.Errorf("host %q has %w: run postrotate worker add %s", host, ErrNoWorkerKey, host)
+	if d.opts.WorkerKey == nil {
+		return "", noKey
+	}
+	key, err := d.opts.WorkerKey(ctx, host)
+	switch {
+	case errors.Is(err, ErrNoWorkerKey), err == nil && key == "":
+		return "", noKey
+	case err != nil:
+		return "", fmt.Errorf("look up the worker key of host %q: %w", host, err)
+	}
+	return key, nil
 }
 
 // connection returns how the gateway reaches the step's machine and the

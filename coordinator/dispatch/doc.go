@@ -11,4 +11,19 @@
 // host has no worker to pick it up fails at its deadline (pickup timeout +
 // script timeout + kill grace) with an error naming the host; the rotation
 // never hangs.
+//
+// # Signed tasks
+//
+// With [Options.Signer] (the coordinator's identity) every task's secret is
+// sealed for the curve key enrolled for its host's worker
+// ([Options.WorkerKey]) and the published data is signed (headers
+// envelope.HeaderSignature and HeaderSigner): the broker never holds a
+// secret, and a worker started with credentials runs only what the
+// coordinator sent it. A step whose host has no enrolled key fails without
+// sending anything. When the worker refuses the very message published for
+// a step (reported on its refused subject under that message's sequence),
+// the step fails at once with the reason ([RefusedError]); refusals of
+// other messages that claim the step are ignored. Without a Signer, tasks
+// travel unsigned with their secrets in clear: for tests and trusted
+// networks only.
 package dispatch

@@ -62,7 +62,9 @@ func (l Layout) withDefaults() Layout {
 	return l
 }
 
-// Streams returns the configurations of the tasks, results and events streams.
+// Streams returns the configurations of the tasks, results and events
+// streams. The results stream also holds the refusals of task messages that
+// are not the coordinator's (messages.Subjects.Refused), for integrations.
 func (l Layout) Streams() []jetstream.StreamConfig {
 	l = l.withDefaults()
 	s := l.Subjects
@@ -79,8 +81,8 @@ func (l Layout) Streams() []jetstream.StreamConfig {
 		},
 		{
 			Name:        s.ResultsStream(),
-			Description: "postrotate RotationResults, one subject per rotation step",
-			Subjects:    []string{s.AllResults()},
+			Description: "postrotate RotationResults, one subject per rotation step, and the task messages workers refused",
+			Subjects:    []string{s.AllResults(), s.AllRefused()},
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     l.Storage,
 			Replicas:    l.Replicas,

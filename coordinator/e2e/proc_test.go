@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +22,10 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if flag.Lookup("test.list").Value.String() != "" {
+		os.Exit(m.Run()) // go test -list (make fuzz): nothing to build
+	}
 	dir, err := os.MkdirTemp("", "postrotate-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -70,6 +75,8 @@ type proc struct {
 	logs   *syncBuffer
 	exited chan struct{}
 	err    error
+	// hide, when set, masks what the logs printed on failure must not show.
+	hide func(string) string
 }
 
 func start(t *testing.T, name, bin string, args ...string) *proc {
@@ -85,7 +92,11 @@ func start(t *testing.T, name, bin string, args ...string) *proc {
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
-			t.Logf("--- %s logs ---\n%s", name, p.logs.String())
+			logs := p.logs.String()
+			if p.hide != nil {
+				logs = p.hide(logs)
+			}
+			t.Logf("--- %s logs ---\n%s", name, logs)
 		}
 	})
 	return p

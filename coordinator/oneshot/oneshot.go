@@ -2,6 +2,11 @@
 // embedded nats-server, sets up the JetStream layout, starts an in-process
 // worker for every host the plan needs, dispatches the rotation, and tears
 // everything down. It is what `postrotate rotate --inventory` runs.
+//
+// One-shot rotations are signed and sealed end to end, as under serve: an
+// ephemeral coordinator identity signs every task, and each in-process
+// worker trusts it and has its own fresh curve key, which its tasks'
+// secrets are sealed for. The keys live as long as the rotation.
 package oneshot
 
 import (
@@ -19,6 +24,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/password"
 	"github.com/postrotate/postrotate/coordinator/plan"
 	"github.com/postrotate/postrotate/executor"
+	"github.com/postrotate/postrotate/messages/envelope"
 	"github.com/postrotate/postrotate/worker"
 )
 
@@ -26,7 +32,8 @@ import (
 type Options struct {
 	// Logger receives the logs of every component. Defaults to disabled.
 	Logger *zerolog.Logger
-	// Dispatch configures the dispatcher (pickup timeout, layout).
+	// Dispatch configures the dispatcher (pickup timeout, layout). Its
+	// Signer and WorkerKey are set by Rotate.
 	Dispatch dispatch.Options
 	// Executors returns the executors of the in-process worker of host.
 	// Defaults to the worker's default (a local executor).
@@ -97,6 +104,12 @@ func Rotate(ctx context.Context, inv *inventory.Inventory, userUID string, opts 
 		return dispatch.Outcome{}, err
 	}
 
+	coord, err := envelope.NewCoordinator()
+	if err != nil {
+		return dispatch.Outcome{}, err
+	}
+	keys := make(map[string]string, len(hosts)) // host → its worker's curve key
+
 	workers := make([]*worker.Worker, 0, len(hosts))
 	defer func() {
 		// Every result is in: nothing runs any more, stop at once.
@@ -107,7 +120,12 @@ func Rotate(ctx context.Context, inv *inventory.Inventory, userUID string, opts 
 		}
 	}()
 	for _, h := range hosts {
-		wo := worker.Options{Host: h, Name: h + "-inprocess", Subjects: layout.Subjects, Logger: &log, FetchWait: time.Second}
+		trust, err := coord.EphemeralTrust()
+		if err != nil {
+			return dispatch.Outcome{}, err
+		}
+		keys[h] = trust.CurveKey()
+		wo := worker.Options{Host: h, Name: h + "-inprocess", Subjects: layout.Subjects, Logger: &log, FetchWait: time.Second, Trust: trust}
 		if opts.Executors != nil {
 			wo.Executors = opts.Executors(h)
 		}
@@ -121,11 +139,18 @@ func Rotate(ctx context.Context, inv *inventory.Inventory, userUID string, opts 
 		workers = append(workers, w)
 	}
 
-	d := dispatch.New(js, opts.Dispatch)
-	return d.Run(ctx, dispatch.Rotation{
+	dopts := opts.Dispatch
+	dopts.Signer = coord
+	dopts.WorkerKey = func(_ context.Context, host string) (string, error) { return keys[host], nil }
+	d := dispatch.New(js, dopts)
+	out, err := d.Run(ctx, dispatch.Rotation{
 		ID:          dispatch.NewID(),
 		Plan:        p,
 		NewPassword: newPassword,
 		OldPassword: p.User.Password(),
 	})
+	if out.Effect == dispatch.EffectCommitted {
+		out.Note += "; one-shot mode stores no password: the inventory keeps the old one"
+	}
+	return out, err
 }

@@ -298,6 +298,10 @@ func TestSecretsMaskedInResults(t *testing.T) {
 	if !strings.Contains(logs.String(), "script finished") {
 		t.Fatalf("no worker logs captured:\n%s", logs.String())
 	}
+	// Signed and sealed end to end: the in-process workers verify tasks.
+	if !strings.Contains(logs.String(), `"verified":true`) || strings.Contains(logs.String(), "tasks are not verified") {
+		t.Fatalf("one-shot workers do not verify tasks:\n%s", logs.String())
+	}
 	if !strings.Contains(out.Results[0].Stdout, "********") {
 		t.Fatalf("nothing masked: %q", out.Results[0].Stdout)
 	}

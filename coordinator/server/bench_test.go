@@ -86,7 +86,15 @@ func benchRotations(b *testing.B, k int) {
 	}
 	defer s.Stop(b.Context()) //nolint:errcheck
 	for i := range k {
-		w, err := worker.New(js, worker.Options{Host: fmt.Sprintf("h%d", i), FetchWait: time.Second})
+		en, err := s.Enroll(b.Context(), fmt.Sprintf("h%d", i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		trust, err := en.Credentials.Trust()
+		if err != nil {
+			b.Fatal(err)
+		}
+		w, err := worker.New(js, worker.Options{Host: en.Worker.Host, FetchWait: time.Second, Trust: trust})
 		if err != nil {
 			b.Fatal(err)
 		}

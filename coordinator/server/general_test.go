@@ -49,7 +49,7 @@ func generalCase(t *testing.T, records string, users map[string]int) (*Server, s
 	}
 	js, _ := startBroker(t)
 	s := startServer(t, js, inv, dispatch.Options{})
-	startWorkers(t, js, "gw")
+	startWorkers(t, s, js, "gw")
 	return s, dir
 }
 

@@ -22,7 +22,13 @@ const maxBody = 1 << 20
 //	GET  /v1/workers          the registered, live workers
 //	GET  /v1/records          the stored records: password source, schedule, next and last rotation
 //	GET  /v1/records/{uid}    one record with its fields and password history (?reveal=true shows the secrets)
+//	POST /v1/workers/enroll   {"host": "ID"} → 201 and the worker's new credentials (given once)
+//	GET  /v1/workers/enrolled the enrolled workers' public identities
+//	DELETE /v1/workers/enrolled/{host}  revoke a worker's identity → 204
 //	GET  /healthz             200 when the broker answers
+//
+// With Options.APIToken, every request but GET /healthz must carry
+// "Authorization: Bearer <token>"; 401 otherwise.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/rotations", s.postRotation)
@@ -31,8 +37,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/workers", s.listWorkers)
 	mux.HandleFunc("GET /v1/records", s.listRecords)
 	mux.HandleFunc("GET /v1/records/{uid}", s.getRecord)
+	mux.HandleFunc("POST /v1/workers/enroll", s.postEnroll)
+	mux.HandleFunc("GET /v1/workers/enrolled", s.listEnrolled)
+	mux.HandleFunc("DELETE /v1/workers/enrolled/{host}", s.deleteEnrolled)
 	mux.HandleFunc("GET /healthz", s.health)
-	return mux
+	return s.authorize(mux)
 }
 
 // RotateRequest is the body of POST /v1/rotations.

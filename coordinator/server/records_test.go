@@ -75,7 +75,7 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startWorkers(t, js, "gw", "m1")
+	startWorkers(t, s, js, "gw", "m1")
 	h := s.Handler()
 
 	first, second := rotateAndWait(t, h, "alice"), rotateAndWait(t, h, "alice")

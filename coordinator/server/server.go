@@ -3,6 +3,12 @@
 // rotations of different users in parallel, refuses a second rotation of a
 // user while one runs, and keeps every run in JetStream so that a
 // coordinator killed mid-rotation resumes it when it starts again.
+//
+// It keeps the deployment's identities (package identity): its own, which
+// signs every task and seals its secrets, and the enrolled workers', which
+// Enroll creates and hands out once as a credentials file; OnWorkers lets
+// the embedded broker admit their NATS users. With an API token, every
+// request but GET /healthz must carry it.
 package server
 
 import (
@@ -19,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/postrotate/postrotate/coordinator/dispatch"
+	"github.com/postrotate/postrotate/coordinator/identity"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/password"
 	"github.com/postrotate/postrotate/coordinator/plan"
@@ -26,6 +33,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/schedule"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/envelope"
 )
 
 // Options configure a Server. A zero field means its default.
@@ -57,6 +65,24 @@ type Options struct {
 	// LeaseTTL is the scheduler's leader lease. Defaults to the
 	// scheduler's default (15s).
 	LeaseTTL time.Duration
+	// Unsigned sends tasks unsigned, with their secrets in clear, for
+	// workers started without credentials: development only, and
+	// enrolment is refused. By default Start loads (or creates) the
+	// coordinator's identity from the identities bucket, and every task is
+	// signed with it and its secret sealed for the enrolled worker of its
+	// host (Enroll); a step whose host has no enrolled worker fails.
+	Unsigned bool
+	// OnWorkers is called with every enrolled worker at Start and after
+	// each enrolment or revocation, before the call that made it returns:
+	// the embedded broker admits their NATS users (broker.SetUsers with
+	// identity.Users). Its error fails Start, or the enrolment.
+	OnWorkers func([]identity.Worker) error
+	// NATSURL is the NATS URL written into the credentials of enrolled
+	// workers. Optional.
+	NATSURL string
+	// APIToken, when set, must come as "Authorization: Bearer <token>"
+	// with every HTTP request but GET /healthz.
+	APIToken string
 }
 
 // Server runs rotations.
@@ -68,6 +94,11 @@ type Server struct {
 	store *runs.Store
 	vault *vault.Store
 	sched *schedule.Scheduler
+	ids   *identity.Store       // nil when Unsigned
+	coord *envelope.Coordinator // nil when Unsigned
+	// idMu serializes enrolments, so that OnWorkers always gets the
+	// latest list last.
+	idMu sync.Mutex
 
 	mu      sync.Mutex
 	quit    chan struct{} // closed by Stop
@@ -104,7 +135,6 @@ func New(js jetstream.JetStream, opts Options) (*Server, error) {
 		js:   js,
 		opts: opts,
 		log:  log.With().Str("component", "server").Logger(),
-		disp: dispatch.New(js, opts.Dispatch),
 		quit: make(chan struct{}),
 	}, nil
 }
@@ -122,8 +152,9 @@ func Hosts(inv *inventory.Inventory) []string {
 	return hosts
 }
 
-// Start creates or updates the streams, buckets and consumers, then resumes
-// the rotations a previous coordinator left running.
+// Start creates or updates the streams, buckets and consumers, loads the
+// identities (unless Unsigned), then resumes the rotations a previous
+// coordinator left running.
 func (s *Server) Start(ctx context.Context) error {
 	layout := s.opts.Dispatch.Layout
 	if err := layout.Setup(ctx, s.js); err != nil {
@@ -132,6 +163,14 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := layout.EnsureHosts(ctx, s.js, Hosts(s.opts.Inventory)...); err != nil {
 		return err
 	}
+	dopts := s.opts.Dispatch
+	if !s.opts.Unsigned {
+		if err := s.openIdentities(ctx); err != nil {
+			return err
+		}
+		dopts.Signer, dopts.WorkerKey = s.coord, s.workerKey
+	}
+	s.disp = dispatch.New(s.js, dopts)
 	store, err := runs.Open(ctx, s.js, layout.Subjects, s.opts.Key.SubKey("runs"))
 	if err != nil {
 		return err

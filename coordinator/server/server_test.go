@@ -112,10 +112,20 @@ func startServer(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory,
 	return s
 }
 
-func startWorkers(t *testing.T, js jetstream.JetStream, hosts ...string) {
+// startWorkers enrolls the workers of hosts with s and starts them on js,
+// each with the trust of its credentials.
+func startWorkers(t *testing.T, s *Server, js jetstream.JetStream, hosts ...string) {
 	t.Helper()
 	for _, h := range hosts {
-		w, err := worker.New(js, worker.Options{Host: h, Name: h + "-test", FetchWait: 500 * time.Millisecond})
+		en, err := s.Enroll(t.Context(), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trust, err := en.Credentials.Trust()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := worker.New(js, worker.Options{Host: h, Name: h + "-test", FetchWait: 500 * time.Millisecond, Trust: trust})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +195,7 @@ func TestRotationThroughHTTP(t *testing.T) {
 	inv := inventoryFor(t, map[string]string{"u.sh": "echo user $POSTROTATE_STEP\n", "m.sh": "echo machine\n"}, "[{file: u.sh}]", "[{file: m.sh}]")
 	js, _ := startBroker(t)
 	s := startServer(t, js, inv, dispatch.Options{})
-	startWorkers(t, js, "gw", "m1")
+	startWorkers(t, s, js, "gw", "m1")
 	h := s.Handler()
 
 	var run runs.Run
@@ -257,7 +267,7 @@ func TestConcurrency(t *testing.T) {
 		"[{file: a.sh}]", "[{file: b.sh}]", "[{file: m.sh}]")
 	js, _ := startBroker(t)
 	s := startServer(t, js, inv, dispatch.Options{})
-	startWorkers(t, js, "gw", "gw2", "m1")
+	startWorkers(t, s, js, "gw", "gw2", "m1")
 	h := s.Handler()
 
 	var a, b runs.Run
@@ -302,7 +312,7 @@ func TestResumeAfterRestart(t *testing.T) {
 	if err := s1.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	startWorkers(t, js, "gw", "m1")
+	startWorkers(t, s1, js, "gw", "m1")
 	run, err := s1.Rotate(t.Context(), "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +345,10 @@ func TestOfflineHost(t *testing.T) {
 	inv := inventoryFor(t, map[string]string{"u.sh": "exit 0\n", "m.sh": "exit 0\n"}, "[{file: u.sh, timeout: 1s}]", "[{file: m.sh, timeout: 1s}]")
 	js, _ := startBroker(t)
 	s := startServer(t, js, inv, dispatch.Options{PickupTimeout: 500 * time.Millisecond, KillGrace: 500 * time.Millisecond})
-	startWorkers(t, js, "gw") // m1 has no worker
+	startWorkers(t, s, js, "gw")
+	if _, err := s.Enroll(t.Context(), "m1"); err != nil { // enrolled, but no worker runs
+		t.Fatal(err)
+	}
 	h := s.Handler()
 	var run runs.Run
 	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &run); code != http.StatusAccepted {

@@ -1,0 +1,215 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/envelope"
+	"github.com/postrotate/postrotate/worker"
+)
+
+const newMarker = "Marker-N3w-Passw0rd-8e27"
+
+// startWorker starts the in-process worker of gw-1 with trust.
+func (b *bundle) startWorker(tb testing.TB, trust *envelope.Trust) {
+	tb.Helper()
+	w, err := worker.New(b.js, worker.Options{Host: "gw-1", FetchWait: time.Second, Trust: trust})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := w.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 0)
+		defer cancel()
+		_ = w.Stop(ctx)
+	})
+}
+
+// identity is a coordinator and the trust of gw-1's worker.
+func identity(t *testing.T) (*envelope.Coordinator, *envelope.Trust) {
+	t.Helper()
+	coord, err := envelope.NewCoordinator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := coord.EphemeralTrust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return coord, trust
+}
+
+func keyOf(trust *envelope.Trust) func(context.Context, string) (string, error) {
+	return func(_ context.Context, host string) (string, error) {
+		if host == "gw-1" {
+			return trust.CurveKey(), nil
+		}
+		return "", nil
+	}
+}
+
+type runResult struct {
+	out Outcome
+	err error
+}
+
+func (d *Dispatcher) runAsync(t *testing.T, p Rotation) <-chan runResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	done := make(chan runResult, 1)
+	go func() {
+		defer cancel()
+		out, err := d.Run(ctx, p)
+		done <- runResult{out, err}
+	}()
+	return done
+}
+
+// queued waits for the task of gw-1 to be in the work queue and returns it.
+func (b *bundle) queued(t *testing.T) *jetstream.RawStreamMsg {
+	t.Helper()
+	s, err := b.js.Stream(t.Context(), "POSTROTATE_TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msg, err := s.GetLastMsgForSubject(t.Context(), "postrotate.tasks.gw-1")
+		if err == nil {
+			return msg
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no task queued for gw-1: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// With a Signer the task is signed and its secret sealed for the host's
+// worker: the stream holds no secret, and the worker with Trust runs it.
+func TestSignedSealedRotation(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	coord, trust := identity(t)
+	d := New(b.js, Options{Signer: coord, WorkerKey: keyOf(trust)})
+	id := NewID()
+	done := d.runAsync(t, Rotation{ID: id, Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
+
+	// The task as the broker stores it, before any worker takes it.
+	stored := b.queued(t)
+	for _, pw := range []string{marker, newMarker} {
+		for _, leak := range []string{pw, base64.StdEncoding.EncodeToString([]byte(pw)), base64.RawStdEncoding.EncodeToString([]byte(pw)), base64.RawURLEncoding.EncodeToString([]byte(pw))} {
+			if bytes.Contains(stored.Data, []byte(leak)) {
+				t.Fatalf("the stored task shows %q:\n%s", leak, stored.Data)
+			}
+		}
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(stored.Data, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if _, clear := fields["secret"]; clear {
+		t.Fatalf("the stored task has a clear secret:\n%s", stored.Data)
+	}
+	if err := trust.Verify(stored.Data, stored.Header.Get(envelope.HeaderSignature), stored.Header.Get(envelope.HeaderSigner)); err != nil {
+		t.Fatalf("stored task signature: %v", err)
+	}
+	task, err := messages.DecodeTask(stored.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := trust.OpenSecret(task.SealedSecret)
+	if err != nil {
+		t.Fatalf("open the sealed secret: %v", err)
+	}
+	if !slices.Contains(secret.Mask, newMarker) || !slices.Contains(secret.Mask, marker) || len(secret.Stdin) == 0 {
+		t.Fatalf("the sealed secret lacks the passwords or the payload: %d mask values, %d stdin bytes", len(secret.Mask), len(secret.Stdin))
+	}
+
+	// A refusal of another message claiming this step is not this step's.
+	forged, _ := json.Marshal(messages.RotationResult{SchemaVersion: messages.SchemaVersion, RotationID: id, Step: 1, Host: "gw-1", ExitCode: -1, Error: "refused: task is not signed"})
+	if _, err := b.js.Publish(t.Context(), "postrotate.refused.gw-1", forged, jetstream.WithMsgID(messages.RefusedMsgID(stored.Sequence+1))); err != nil {
+		t.Fatal(err)
+	}
+
+	b.startWorker(t, trust)
+	res := <-done
+	if res.err != nil || !res.out.Success() || len(res.out.Results) != 1 || res.out.Results[0].Stdout != "ok\n" {
+		t.Fatalf("Run = %+v, %v", res.out, res.err)
+	}
+}
+
+// A host without an enrolled key: the step fails naming the fix, and
+// nothing is sent.
+func TestSignerWithoutWorkerKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	coord, _ := identity(t)
+	for name, key := range map[string]func(context.Context, string) (string, error){
+		"no lookup":   nil,
+		"empty key":   func(context.Context, string) (string, error) { return "", nil },
+		"lookup says": func(context.Context, string) (string, error) { return "", ErrNoWorkerKey },
+	} {
+		d := New(b.js, Options{Signer: coord, WorkerKey: key})
+		out, err := d.Run(t.Context(), Rotation{ID: NewID(), Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
+		if err != nil {
+			t.Fatalf("%s: Run: %v", name, err)
+		}
+		want := `host "gw-1" has no enrolled worker key: run postrotate worker add gw-1`
+		if out.Success() || len(out.Results) != 1 || out.Results[0].Error != want {
+			t.Fatalf("%s: outcome %+v, want error %q", name, out, want)
+		}
+	}
+	s, err := b.js.Stream(t.Context(), "POSTROTATE_TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 || info.State.LastSeq != 0 {
+		t.Fatalf("tasks were published: %+v", info.State)
+	}
+}
+
+// The worker refuses the very message the dispatcher published (sealed for
+// a key it no longer has): the step fails at once with the reason, not at
+// its deadline, and that is the step's stored result.
+func TestRefusedTaskFailsStep(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	coord, trust := identity(t)
+	stale, err := coord.EphemeralTrust()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t, trust)
+	// The pickup timeout alone is longer than runAsync allows.
+	d := New(b.js, Options{Signer: coord, WorkerKey: keyOf(stale), PickupTimeout: 2 * time.Minute})
+	id := NewID()
+	res := <-d.runAsync(t, Rotation{ID: id, Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
+	if res.err != nil || res.out.Success() || len(res.out.Results) != 1 {
+		t.Fatalf("Run = %+v, %v", res.out, res.err)
+	}
+	rr := res.out.Results[0]
+	want := `refused by worker "` // then the worker's name, the host and the reason
+	if !strings.HasPrefix(rr.Error, want) || !strings.HasSuffix(rr.Error, `of host "gw-1": `+envelope.ErrNotForMe.Error()) || rr.Worker == "" {
+		t.Fatalf("result %+v", rr)
+	}
+	stored, err := d.Results(t.Context(), id, 1)
+	if err != nil || len(stored) != 1 || stored[0].Error != rr.Error {
+		t.Fatalf("stored results %+v, %v", stored, err)
+	}
+}
