@@ -118,6 +118,8 @@ records:
 		{"validate bad", []string{"validate", "-i", bad}, []string{"records[1].uid", "records[2].scripts[0].file"}},
 		{"unknown user", []string{"rotate", "-i", good, "-u", "nobody"}, []string{"nobody"}},
 		{"bad log level", []string{"rotate", "-i", good, "-u", "u", "--log-level", "loud"}, []string{"--log-level"}},
+		{"zero replicas", []string{"serve", "-i", good, "--replicas", "0"}, []string{"--replicas 0"}},
+		{"replicas without a cluster", []string{"serve", "-i", good, "--replicas", "3"}, []string{"--replicas 3", "--nats URL"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

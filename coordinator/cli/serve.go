@@ -35,17 +35,19 @@ type serveConfig struct {
 	apiTokenFile, tlsCert, tlsKey                                   string
 	localWorkers, force, noSchedules, insecureWorkers               bool
 	pickupTimeout, ackWait, pinnedTTL                               time.Duration
+	replicas                                                        int
 }
 
 func newServe(g *globals) *cobra.Command {
 	var cfg serveConfig
 	c := &cobra.Command{
-		Use:   "serve --inventory FILE [--data DIR] [--http ADDR] [--nats-listen ADDR | --nats URL]",
+		Use:   "serve --inventory FILE [--data DIR] [--http ADDR] [--nats-listen ADDR | --nats URL [--replicas N]]",
 		Short: "Run the coordinator as a service with an HTTP API",
 		Long: `Run the coordinator as a long-lived service. By default it embeds a
 nats-server with JetStream that listens on --nats-listen (workers connect
 there) and stores its data under --data; with --nats it uses an external
-NATS/JetStream and embeds nothing.
+NATS/JetStream and embeds nothing (on a cluster, --replicas 3 replicates
+every stream and bucket serve creates).
 
 Rotations are started through the HTTP API (or 'postrotate rotate --server'),
 or by the users' schedules, run in parallel for different users, and are
@@ -92,6 +94,7 @@ $POSTROTATE_API_TOKEN, every API request but /healthz needs
 	f.DurationVar(&cfg.pickupTimeout, "pickup-timeout", time.Minute, "how long a step waits for its host's worker before it fails")
 	f.DurationVar(&cfg.ackWait, "ack-wait", 30*time.Second, "how long a task may go without a sign of life from its worker before it is delivered again")
 	f.DurationVar(&cfg.pinnedTTL, "pinned-ttl", 30*time.Second, "how long a host's pinned worker may go without pulling before another worker of the host takes over")
+	f.IntVar(&cfg.replicas, "replicas", 1, "replicas of every stream and bucket serve creates (3 on a NATS cluster of 3 or more nodes; --nats only)")
 	f.StringVar(&cfg.keyFile, "key-file", "", "vault key file (default: vault.key under --data); $"+vault.KeyEnv+" wins")
 	f.BoolVar(&cfg.force, "force", false, "replace the passwords postrotate rotated with the inventory's")
 	f.BoolVar(&cfg.noSchedules, "no-schedules", false, "do not fire scheduled rotations (only those asked for)")
@@ -106,6 +109,12 @@ $POSTROTATE_API_TOKEN, every API request but /healthz needs
 func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig, inv *inventory.Inventory) error {
 	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
 		return usage(errors.New("give both --tls-cert and --tls-key, or neither"))
+	}
+	if cfg.replicas < 1 {
+		return usage(fmt.Errorf("--replicas %d: must be at least 1", cfg.replicas))
+	}
+	if cfg.replicas > 1 && cfg.natsURL == "" {
+		return usage(fmt.Errorf("--replicas %d needs a NATS cluster (--nats URL): the embedded nats-server is a single node", cfg.replicas))
 	}
 	token, tokenCreated, err := serveToken(cfg.apiTokenFile)
 	if err != nil {
@@ -187,10 +196,15 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	if err != nil {
 		return &exitError{ExitFailed, err}
 	}
+	if cfg.natsURL != "" {
+		if err := waitJetStream(ctx, js, time.Minute, log); err != nil {
+			return &exitError{ExitFailed, err}
+		}
+	}
 	srv, err := server.New(js, server.Options{
 		Inventory: inv,
 		Dispatch: dispatch.Options{
-			Layout:        dispatch.Layout{Subjects: subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL},
+			Layout:        dispatch.Layout{Subjects: subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL, Replicas: cfg.replicas},
 			PickupTimeout: cfg.pickupTimeout,
 		},
 		Logger:      &log,
@@ -268,6 +282,28 @@ func connectExternal(url string, opts []nats.Option, user nats.Option, insecure 
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
 	}
 	return nc, nil
+}
+
+// waitJetStream waits until JetStream answers, for up to timeout: a
+// cluster that has just started answers once it has elected its meta
+// leader, a few seconds after its servers accept clients.
+func waitJetStream(ctx context.Context, js jetstream.JetStream, timeout time.Duration, log zerolog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.AccountInfo(actx)
+		acancel()
+		if err == nil {
+			return nil
+		}
+		log.Info().Err(err).Msg("waiting for JetStream")
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("jetstream not available after %s: %w", timeout, err)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // advertisedURL is the NATS URL written into workers' credentials: the

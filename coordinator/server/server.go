@@ -199,7 +199,7 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) openVault(ctx context.Context) error {
 	v, err := vault.Open(ctx, s.js, *s.opts.Key, vault.Options{
 		Bucket: s.opts.Dispatch.Layout.Subjects.RecordsBucket(), HistoryLimit: s.opts.HistoryLimit, Now: s.opts.Now,
-		KeySource: s.opts.KeySource,
+		KeySource: s.opts.KeySource, Replicas: s.opts.Dispatch.Layout.Replicas,
 	})
 	if err != nil {
 		return err
@@ -225,7 +225,7 @@ func (s *Server) startScheduler() error {
 	}
 	sched, err := schedule.New(s.js, schedule.Options{
 		Bucket: s.opts.Dispatch.Layout.Subjects.SchedulesBucket(), Clock: s.opts.Clock, LeaseTTL: s.opts.LeaseTTL,
-		Logger: &s.log, Fire: s.fire,
+		Logger: &s.log, Fire: s.fire, Replicas: s.opts.Dispatch.Layout.Replicas,
 	})
 	if err != nil {
 		return err

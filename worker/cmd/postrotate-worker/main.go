@@ -108,8 +108,17 @@ func run(ctx context.Context, cfg config, logs io.Writer) error {
 	// A connection the server closes for good (credentials revoked or
 	// replaced) ends the worker, so that its supervisor sees it.
 	closed := make(chan struct{})
-	opts = append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
-	nc, err := nats.Connect(cfg.url, opts...)
+	onClosed := nats.ClosedHandler(func(*nats.Conn) { close(closed) })
+	nc, err := nats.Connect(cfg.url, append(opts, onClosed)...)
+	if errors.Is(err, nats.ErrNkeysNotSupported) && creds != nil {
+		// As serve does with such a server: the tasks are still verified
+		// and their secrets opened with the credentials' keys.
+		log.Warn().Str("url", cfg.url).Msg("the NATS server does not authenticate clients: connecting without the credentials' NATS user, so NATS does not restrict this worker to its host (configure its users: postrotate worker add --nats-config)")
+		if opts, err = natsconn.Options(natsconn.Config{Host: cfg.host, Logger: &log, AuthGiveUp: cfg.authGiveUp}); err != nil {
+			return err
+		}
+		nc, err = nats.Connect(cfg.url, append(opts, onClosed, nats.CustomInboxPrefix(creds.InboxPrefix))...)
+	}
 	if errors.Is(err, nats.ErrAuthorization) && creds != nil {
 		return fmt.Errorf("connect to %s: %w: the server does not accept the credentials of %s (revoked or replaced? enroll again with 'postrotate worker add %s')", cfg.url, err, cfg.creds, cfg.host)
 	}
