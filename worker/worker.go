@@ -213,6 +213,8 @@ func (w *Worker) Stop(ctx context.Context) error {
 
 func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 	defer close(w.done)
+	stopped, release := stopContext(w.stopping)
+	defer release()
 	backoff := time.Duration(0)
 	for {
 		select {
@@ -224,16 +226,22 @@ func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 		case <-time.After(backoff):
 		}
 		fetchCtx, cancel := context.WithTimeout(ctx, w.opts.FetchWait)
+		// A stop ends an idle pull at once instead of after FetchWait; a
+		// task handed over meanwhile is not acknowledged and comes back.
+		stopPull := context.AfterFunc(stopped, cancel)
 		batch, err := cons.Fetch(1, jetstream.FetchContext(fetchCtx), jetstream.FetchPriorityGroup(messages.PriorityGroup))
 		if err != nil {
+			stopPull()
 			cancel()
 			backoff = nextBackoff(backoff)
 			w.log.Warn().Err(err).Dur("retry_in", backoff).Msg("pull tasks")
 			continue
 		}
 		for msg := range batch.Messages() {
+			stopPull() // the task runs to its end even when stopping
 			w.handle(ctx, msg)
 		}
+		stopPull()
 		cancel()
 		if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			backoff = nextBackoff(backoff)
@@ -246,4 +254,18 @@ func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 
 func nextBackoff(d time.Duration) time.Duration {
 	return min(max(2*d, 100*time.Millisecond), 5*time.Second)
+}
+
+// stopContext returns a context cancelled when stopping is closed, and a
+// release function that ends its goroutine.
+func stopContext(stopping <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-stopping:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
 }
