@@ -134,12 +134,12 @@ compose-up: ## Start docker-compose.yml (NATS cluster, serve, workers, machines)
 compose-down: ## Stop docker-compose.yml and remove its containers, networks and volumes
 	POSTROTATE_TAG=$(IMAGE_TAG) $(COMPOSE) down --volumes --remove-orphans
 
-# tests/integration (its own module): the compose deployment in containers,
+# tests/integration (its own module, outside go.work: it imports nothing of ours): the compose deployment in containers,
 # through testcontainers-go, without its reaper (every test removes its
 # containers, network and volume itself).
 test-integration: ## Run tests/integration against the images (builds them when missing; needs Docker)
 	@$(DOCKER) image inspect $(COMPOSE_IMAGES) >/dev/null 2>&1 || $(MAKE) images
-	cd tests/integration && TESTCONTAINERS_RYUK_DISABLED=true $(GO) test -count=1 -timeout 30m ./...
+	cd tests/integration && GOWORK=off TESTCONTAINERS_RYUK_DISABLED=true $(GO) test -count=1 -timeout 30m ./...
 
 clean: ## Remove build outputs (not the cached Debian root build/debian-bookworm.tar: rm -rf build)
 	rm -rf bin $(IMAGE_CTX)

@@ -1,0 +1,426 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	mobynet "github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+	"github.com/testcontainers/testcontainers-go"
+	tcexec "github.com/testcontainers/testcontainers-go/exec"
+	"github.com/testcontainers/testcontainers-go/network"
+	"github.com/testcontainers/testcontainers-go/wait"
+)
+
+// The images `make images` builds.
+const (
+	imageServe   = "postrotate/postrotate:dev"
+	imageWorker  = "postrotate/postrotate-worker:dev"
+	imageNATS    = "postrotate/nats-server:dev"
+	imageMachine = "postrotate/postrotate-machine:dev"
+)
+
+// composeDir holds the inventory and scripts docker-compose.yml uses; the
+// tests deploy the same ones.
+const composeDir = "../../deploy/compose"
+
+var natsURLs = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
+
+// deployment is a running scaled-out postrotate, as docker-compose.yml
+// lays it out.
+type deployment struct {
+	t     *testing.T
+	net   *testcontainers.DockerNetwork
+	nats  map[string]testcontainers.Container // nats-1..3
+	serve testcontainers.Container
+	// gateways are the two workers of the host gateway-1.
+	gateways map[string]testcontainers.Container // gateway-1a, gateway-1b
+	web01    testcontainers.Container
+	ssh01    testcontainers.Container
+
+	api   string // serve's API, http://127.0.0.1:PORT
+	token string
+}
+
+// requireDocker skips the test, saying what is missing, unless a Docker
+// engine answers and has every image. It returns the engine's client.
+func requireDocker(t *testing.T) client.APIClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	p, err := testcontainers.NewDockerProvider()
+	if err != nil {
+		t.Skip("no Docker engine reachable")
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	if err := p.Health(ctx); err != nil {
+		t.Skip("no Docker engine reachable")
+	}
+	for _, img := range []string{imageServe, imageWorker, imageNATS, imageMachine} {
+		if _, err := p.Client().ImageInspect(ctx, img); err != nil {
+			t.Skipf("image %s missing: run make images", img)
+		}
+	}
+	return p.Client()
+}
+
+// setup starts the whole deployment on a private network and enrols the
+// workers, as docker-compose.yml does. Everything is removed when the test
+// ends.
+func setup(t *testing.T) *deployment {
+	t.Helper()
+	return setupInventory(t, composeDir+"/inventory.yaml")
+}
+
+// setupInventory is setup with another inventory file; its scripts are
+// those of deploy/compose/scripts and testdata/hold/scripts.
+func setupInventory(t *testing.T, inventory string) *deployment {
+	t.Helper()
+	docker := requireDocker(t)
+	ctx := t.Context()
+	d := &deployment{t: t, nats: map[string]testcontainers.Container{}, gateways: map[string]testcontainers.Container{}}
+
+	// The credentials volume the enrolment writes and the workers read;
+	// removed last, once no container uses it.
+	creds := "postrotate-it-creds-" + randomHex(t, 6)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := docker.VolumeRemove(ctx, creds, client.VolumeRemoveOptions{Force: true}); err != nil && !strings.Contains(err.Error(), "No such volume") {
+			t.Errorf("remove volume %s: %v", creds, err)
+		}
+	})
+
+	nw, err := network.New(ctx)
+	testcontainers.CleanupNetwork(t, nw)
+	if err != nil {
+		t.Fatalf("create network: %v", err)
+	}
+	d.net = nw
+
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("nats-%d", i)
+		d.nats[name] = d.run(name, imageNATS,
+			testcontainers.WithCmd("--server_name="+name, "--jetstream", "--store_dir=/data",
+				"--cluster_name=postrotate", "--cluster=nats://0.0.0.0:6222",
+				"--routes=nats://nats-1:6222,nats://nats-2:6222,nats://nats-3:6222", "--http_port=8222"),
+			testcontainers.WithWaitStrategy(wait.ForLog("Server is ready").WithStartupTimeout(time.Minute)),
+		)
+	}
+
+	// ssh-01 first: serve reads its host key (the inventory's known_hosts).
+	d.ssh01 = d.run("ssh-01", imageMachine,
+		testcontainers.WithEnv(map[string]string{
+			"MACHINE_USERS":       "admin:Admin-compose-demo-1:sudo deploy:Deploy-compose-demo-1",
+			"MACHINE_SSHD":        "1",
+			"MACHINE_KNOWN_HOSTS": "/hostkeys/known_hosts",
+		}),
+		withInit(),
+		testcontainers.WithWaitStrategy(wait.ForExec([]string{"sh", "-c", "test -s /hostkeys/known_hosts && pgrep -x sshd"}).WithStartupTimeout(time.Minute)),
+	)
+	knownHosts := d.exec(d.ssh01, "cat", "/hostkeys/known_hosts")
+
+	d.token = randomHex(t, 24)
+	port := freePort(t)
+	d.api = "http://127.0.0.1:" + strconv.Itoa(port)
+	d.serve = d.run("serve", imageServe,
+		testcontainers.WithCmd("serve",
+			"--inventory=/inventory/inventory.yaml",
+			"--data=/data",
+			"--http=0.0.0.0:7480",
+			"--nats="+natsURLs,
+			"--replicas=3",
+			"--pickup-timeout=30s"),
+		testcontainers.WithEnv(map[string]string{"POSTROTATE_API_TOKEN": d.token}),
+		testcontainers.WithFiles(
+			testcontainers.ContainerFile{HostFilePath: inventory, ContainerFilePath: "/inventory/inventory.yaml", FileMode: 0o644},
+			testcontainers.ContainerFile{HostFilePath: "testdata/hold/scripts/hold.sh", ContainerFilePath: "/inventory/scripts/hold.sh", FileMode: 0o755},
+			testcontainers.ContainerFile{HostFilePath: composeDir + "/scripts/update-app-config.sh", ContainerFilePath: "/inventory/scripts/update-app-config.sh", FileMode: 0o755},
+			testcontainers.ContainerFile{HostFilePath: composeDir + "/scripts/record-rotation.sh", ContainerFilePath: "/inventory/scripts/record-rotation.sh", FileMode: 0o755},
+			testcontainers.ContainerFile{Reader: strings.NewReader(knownHosts), ContainerFilePath: "/hostkeys/known_hosts", FileMode: 0o644},
+		),
+		testcontainers.WithExposedPorts("7480/tcp"),
+		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+			hc.PortBindings = mobynet.PortMap{mobynet.MustParsePort("7480/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(port)}}}
+			// The first start fails while the cluster elects its
+			// JetStream leader, as in docker-compose.yml.
+			hc.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyOnFailure}
+		}),
+	)
+	d.waitHealthy(2 * time.Minute)
+
+	// The enrolment, as compose's "enrol" job: deploy/compose/enrol.sh.
+	enrol := d.run("enrol", imageMachine,
+		testcontainers.WithCmd("bash", "/compose/enrol.sh"),
+		testcontainers.WithEnv(map[string]string{
+			"POSTROTATE_SERVER": "http://serve:7480",
+			"ENROL_HOSTS":       "gateway-1:65532 web-01:0",
+		}),
+		testcontainers.WithFiles(
+			testcontainers.ContainerFile{HostFilePath: composeDir + "/enrol.sh", ContainerFilePath: "/compose/enrol.sh", FileMode: 0o755},
+			testcontainers.ContainerFile{Reader: strings.NewReader(d.token), ContainerFilePath: "/secrets/api.token", FileMode: 0o600},
+		),
+		testcontainers.WithMounts(testcontainers.VolumeMount(creds, "/creds")),
+		testcontainers.WithWaitStrategy(wait.ForExit().WithExitTimeout(time.Minute)),
+	)
+	if st, err := enrol.State(ctx); err != nil || st.ExitCode != 0 {
+		d.dumpLogs(enrol)
+		t.Fatalf("enrolment failed: state %+v, %v", st, err)
+	}
+
+	credsRO := testcontainers.ContainerMount{Source: testcontainers.GenericVolumeMountSource{Name: creds}, Target: "/creds", ReadOnly: true}
+	for _, name := range []string{"gateway-1a", "gateway-1b"} {
+		d.gateways[name] = d.run(name, imageWorker,
+			testcontainers.WithCmd("--creds=/creds/gateway-1.creds", "--name="+name),
+			testcontainers.WithMounts(credsRO),
+		)
+	}
+	d.web01 = d.run("web-01", imageMachine,
+		testcontainers.WithEnv(map[string]string{
+			"MACHINE_USERS":           "app:App-compose-demo-1",
+			"POSTROTATE_WORKER_CREDS": "/creds/web-01.creds",
+			"POSTROTATE_WORKER_ARGS":  "--name=web-01",
+		}),
+		withInit(),
+		testcontainers.WithMounts(credsRO),
+	)
+	d.waitWorkers(time.Minute, "gateway-1", "web-01")
+	return d
+}
+
+// run starts a container of image on the deployment's network, reachable
+// by name, and removes it when the test ends.
+func (d *deployment) run(name, image string, opts ...testcontainers.ContainerCustomizer) testcontainers.Container {
+	d.t.Helper()
+	opts = append([]testcontainers.ContainerCustomizer{
+		network.WithNetwork([]string{name}, d.net),
+		testcontainers.WithConfigModifier(func(c *container.Config) { c.Hostname = name }),
+	}, opts...)
+	c, err := testcontainers.Run(d.t.Context(), image, opts...)
+	testcontainers.CleanupContainer(d.t, c, testcontainers.StopTimeout(time.Second))
+	if err != nil {
+		if c != nil {
+			d.dumpLogs(c)
+		}
+		d.t.Fatalf("start %s (%s): %v", name, image, err)
+	}
+	d.t.Cleanup(func() {
+		if d.t.Failed() {
+			d.dumpLogs(c)
+		}
+	})
+	return c
+}
+
+// withInit runs the container under an init process, as compose's
+// `init: true`.
+func withInit() testcontainers.CustomizeRequestOption {
+	return testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+		yes := true
+		hc.Init = &yes
+	})
+}
+
+// exec runs cmd in c and returns its output; a non-zero exit fails the
+// test.
+func (d *deployment) exec(c testcontainers.Container, cmd ...string) string {
+	d.t.Helper()
+	code, r, err := c.Exec(d.t.Context(), cmd, tcexec.Multiplexed())
+	if err != nil {
+		d.t.Fatalf("exec %q: %v", cmd, err)
+	}
+	out, _ := io.ReadAll(r)
+	if code != 0 {
+		d.t.Fatalf("exec %q: exit %d: %s", cmd, code, out)
+	}
+	return string(out)
+}
+
+func (d *deployment) dumpLogs(c testcontainers.Container) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.Logs(ctx)
+	if err != nil {
+		return
+	}
+	defer r.Close()
+	b, _ := io.ReadAll(r)
+	name, _ := c.Name(ctx)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	d.t.Logf("logs of %s (last %d lines):\n%s", name, len(lines), strings.Join(lines, "\n"))
+}
+
+// waitHealthy polls serve's /healthz until it answers 200.
+func (d *deployment) waitHealthy(timeout time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(d.api + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("serve not healthy after %s: %v", timeout, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// waitWorkers waits until every host has a live registered worker.
+func (d *deployment) waitWorkers(timeout time.Duration, hosts ...string) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var workers []struct {
+			Host string `json:"host"`
+		}
+		d.call(http.MethodGet, "/v1/workers", nil, http.StatusOK, &workers)
+		live := map[string]bool{}
+		for _, w := range workers {
+			live[w.Host] = true
+		}
+		missing := []string{}
+		for _, h := range hosts {
+			if !live[h] {
+				missing = append(missing, h)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no live worker for %v after %s", missing, timeout)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// call does one API request and decodes the answer into out; another
+// status than want fails the test.
+func (d *deployment) call(method, path string, body any, want int, out any) {
+	d.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(d.t.Context(), method, d.api+path, rd)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		d.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			d.t.Fatalf("%s %s: decode %s: %v", method, path, b, err)
+		}
+	}
+}
+
+// run is a rotation as GET /v1/rotations/{id} returns it.
+type rotation struct {
+	ID      string `json:"id"`
+	State   string `json:"state"`
+	Results []struct {
+		UID      string `json:"uid"`
+		Name     string `json:"name"`
+		Step     int    `json:"step"`
+		Host     string `json:"host"`
+		Worker   string `json:"worker"`
+		Success  bool   `json:"success"`
+		ExitCode int    `json:"exit_code"`
+		Stdout   string `json:"stdout"`
+		Error    string `json:"error"`
+	} `json:"results"`
+}
+
+// rotate starts a rotation of user and returns its id.
+func (d *deployment) rotate(user string) string {
+	d.t.Helper()
+	var r rotation
+	d.call(http.MethodPost, "/v1/rotations", map[string]string{"user": user}, http.StatusAccepted, &r)
+	return r.ID
+}
+
+// wait polls the rotation until it is no longer running.
+func (d *deployment) wait(id string, timeout time.Duration) rotation {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var r rotation
+		d.call(http.MethodGet, "/v1/rotations/"+id, nil, http.StatusOK, &r)
+		if r.State != "running" {
+			return r
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("rotation %s still running after %s: %+v", id, timeout, r)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// waitFile waits until path exists in c.
+func (d *deployment) waitFile(c testcontainers.Container, path string, timeout time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code, _, err := c.Exec(d.t.Context(), []string{"test", "-e", path})
+		if err == nil && code == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s did not appear after %s", path, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
