@@ -11,9 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/identity"
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
@@ -30,20 +29,7 @@ type api struct {
 
 func startAPI(t *testing.T) api {
 	t.Helper()
-	b, err := broker.Start(broker.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Shutdown)
-	nc, err := b.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, _ := brokertest.JetStream(t, broker.Options{StoreDir: t.TempDir()})
 	inv := writeInventory(t, failingInventory, map[string]string{"fail.sh": "exit 1\n", "ok.sh": "exit 0\n"})
 	loaded, err := loadInventory(inv)
 	if err != nil {

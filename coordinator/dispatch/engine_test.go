@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/plan"
 	"github.com/postrotate/postrotate/executor"
@@ -78,20 +77,7 @@ func engineCase(t *testing.T, acct *account, inv string, scripts map[string]stri
 	if err := p.CheckSupported(); err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.Start(broker.Options{StoreDir: filepath.Join(dir, "js")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Shutdown)
-	nc, err := b.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, _ := brokertest.JetStream(t, broker.Options{StoreDir: filepath.Join(dir, "js")})
 	var layout Layout
 	if err := layout.Setup(t.Context(), js); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/identity"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages"
@@ -26,20 +27,7 @@ type fixture struct {
 
 func setup(t *testing.T) fixture {
 	t.Helper()
-	b, err := broker.Start(broker.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Shutdown)
-	nc, err := b.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, _ := brokertest.JetStream(t, broker.Options{StoreDir: t.TempDir()})
 	return fixture{js: js, key: vault.NewKey()}
 }
 

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/runs"
@@ -82,20 +83,7 @@ var testKey = vault.NewKey()
 func startBroker(t *testing.T) (jetstream.JetStream, string) {
 	t.Helper()
 	store := t.TempDir()
-	b, err := broker.Start(broker.Options{StoreDir: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Shutdown)
-	nc, err := b.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, _ := brokertest.JetStream(t, broker.Options{StoreDir: store})
 	return js, store
 }
 
