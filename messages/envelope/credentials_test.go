@@ -122,7 +122,7 @@ func TestDecodeCredentialsInvalid(t *testing.T) {
 		"public curve":      {func(c *envelope.Credentials) { c.CoordinatorCurveKey = c.CoordinatorSigningKey }, "coordinator_curve_key"},
 		"other host inbox":  {func(c *envelope.Credentials) { c.InboxPrefix = envelope.InboxPrefix("gw2") }, "inbox_prefix"},
 		"wildcard prefix":   {func(c *envelope.Credentials) { c.Prefix = "post.>" }, "prefix"},
-		"seed of another":   {func(c *envelope.Credentials) { c.UserSeed = other.UserSeed[:len(other.UserSeed)-1] + "A" }, "user_seed"},
+		"seed of another":   {func(c *envelope.Credentials) { c.UserSeed = corrupt(other.UserSeed) }, "user_seed"},
 		"empty user seed":   {func(c *envelope.Credentials) { c.UserSeed = "" }, "user_seed"},
 		"empty curve seed":  {func(c *envelope.Credentials) { c.CurveSeed = "" }, "curve_seed"},
 		"empty inbox":       {func(c *envelope.Credentials) { c.InboxPrefix = "" }, "inbox_prefix"},
@@ -210,4 +210,14 @@ func ExampleWriteCredentials() {
 	}
 	fmt.Println(read.Host, read.InboxPrefix)
 	// Output: gateway-1 _INBOX_gateway-1
+}
+
+// corrupt changes one character in the middle of a seed: five bits of its
+// key change, which its CRC-16 always detects.
+func corrupt(seed string) string {
+	c := byte('A')
+	if seed[10] == 'A' {
+		c = 'B'
+	}
+	return seed[:10] + string(c) + seed[11:]
 }
