@@ -256,3 +256,12 @@ func Wait(ctx context.Context, done <-chan struct{}, timeout time.Duration) (tim
 		return false, true
 	}
 }
+
+// KillNote says, for a Result.Error, how killing a timed-out or cancelled
+// script's process tree went.
+func KillNote(killErr error) string {
+	if killErr != nil {
+		return "kill process tree: " + killErr.Error()
+	}
+	return "process tree killed"
+}

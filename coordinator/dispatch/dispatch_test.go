@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/plan"
 	"github.com/postrotate/postrotate/messages"
@@ -66,20 +67,8 @@ func setupListen(tb testing.TB, withWorker bool, listen string) *bundle {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b, err := broker.Start(broker.Options{StoreDir: filepath.Join(dir, "js"), Listen: listen})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(b.Shutdown)
-	nc, err := b.Connect()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	js, b := brokertest.JetStream(tb, broker.Options{StoreDir: filepath.Join(dir, "js"), Listen: listen})
+	nc := js.Conn()
 	var layout Layout
 	ctx := context.Background()
 	if err := layout.Setup(ctx, js); err != nil {

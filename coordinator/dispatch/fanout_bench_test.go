@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/plan"
 	"github.com/postrotate/postrotate/executor"
@@ -205,20 +206,7 @@ func fanOutRotations(b *testing.B, dir string, servers []*sshdtest.Server) (jets
 			b.Fatal(err)
 		}
 	}
-	br, err := broker.Start(broker.Options{StoreDir: filepath.Join(dir, "js")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(br.Shutdown)
-	nc, err := br.Connect()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
+	js, _ := brokertest.JetStream(b, broker.Options{StoreDir: filepath.Join(dir, "js")})
 	ctx := context.Background()
 	var layout Layout
 	if err := layout.Setup(ctx, js); err != nil {

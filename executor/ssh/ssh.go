@@ -220,10 +220,7 @@ func (s *SSH) Run(ctx context.Context, job executor.Job) (executor.Result, error
 	res.Stdout, res.StdoutTruncated = stdout.Finish(mask)
 	res.Stderr, res.StderrTruncated = stderr.Finish(mask)
 
-	killed := "process tree killed"
-	if killErr != nil {
-		killed = "kill process tree: " + killErr.Error()
-	}
+	killed := executor.KillNote(killErr)
 	switch {
 	case canceled:
 		res.Error = mask.Mask(fmt.Sprintf("canceled (%v): %s", ctx.Err(), killed))
