@@ -202,8 +202,11 @@ type Result struct {
 	// was dropped.
 	StdoutTruncated bool
 	StderrTruncated bool
-	StartedAt       time.Time
-	FinishedAt      time.Time
+	// StartedAt and FinishedAt bound the script's run; for a script that
+	// could not start (an unreachable target, a refused login), they bound
+	// the attempt, so that a connection timeout shows in the duration.
+	StartedAt  time.Time
+	FinishedAt time.Time
 	// TimedOut tells that the script was killed at its timeout.
 	TimedOut bool
 	// Error says why the script did not complete normally, e.g.

@@ -88,6 +88,9 @@ func (w *Worker) handle(ctx context.Context, msg message) {
 		log.Warn().Str("started_by", v.prev.Worker).Time("started_at", v.prev.StartedAt).Int("started_attempt", v.prev.Attempt).
 			Msg("script was interrupted; running it again (retry_on_interrupt)")
 	}
+	// Said before the script runs: if this worker dies, its log shows
+	// what it had started.
+	log.Info().Str("uid", task.RecordUID).Str("script", task.Script.Name).Str("runner", task.Runner).Str("target", task.Target).Msg("script started")
 	res := w.run(ctx, log, msg, task, attempt)
 	d := w.publish(ctx, log, task, res)
 	if d == ack {

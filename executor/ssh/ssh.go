@@ -126,6 +126,7 @@ func (s *SSH) Close() error {
 // ...: the error names the address), or when ctx is cancelled (after
 // killing the remote process tree; the error wraps ctx.Err()).
 func (s *SSH) Run(ctx context.Context, job executor.Job) (executor.Result, error) {
+	begin := time.Now() // a script that cannot start reports the time spent trying
 	mask := job.Masker()
 	res := executor.Result{ExitCode: -1}
 	name := executor.ScriptFileName(job.Script.Name)
@@ -136,7 +137,7 @@ func (s *SSH) Run(ctx context.Context, job executor.Job) (executor.Result, error
 	}
 	notStarted := func(why string, err error) (executor.Result, error) {
 		if res.StartedAt.IsZero() {
-			res.StartedAt = time.Now()
+			res.StartedAt = begin
 		}
 		res.FinishedAt = time.Now()
 		res.Error = mask.Mask(why + ": " + err.Error())

@@ -644,9 +644,13 @@ func TestUnreachable(t *testing.T) {
 		port := l.Addr().(*net.TCPAddr).Port
 		job := executor.Job{Script: executor.Script{Name: "x.sh", Content: []byte("echo never\n")},
 			Target: &executor.Target{Host: "127.0.0.1", Port: port, Login: sshdtest.User, Password: "pw", InsecureIgnoreHostKey: true}}
-		_, err = e.Run(context.Background(), job)
+		res, err := e.Run(context.Background(), job)
 		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), addr) {
 			t.Fatalf("err %v, want a handshake timeout naming %s", err, addr)
+		}
+		// The result's times cover the attempt: the wait shows.
+		if took := res.FinishedAt.Sub(res.StartedAt); took < 300*time.Millisecond {
+			t.Errorf("result spans %s (%s to %s), want at least the 300ms dial timeout", took, res.StartedAt, res.FinishedAt)
 		}
 	})
 }

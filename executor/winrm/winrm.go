@@ -195,6 +195,7 @@ func port(t *executor.Target) int {
 // or when ctx is cancelled (after terminating the remote command and
 // deleting its shell; the error wraps ctx.Err()).
 func (w *WinRM) Run(ctx context.Context, job executor.Job) (executor.Result, error) {
+	begin := time.Now() // a script that cannot start reports the time spent trying
 	mask := job.Masker()
 	res := executor.Result{System: "Windows", ExitCode: -1}
 	name := executor.ScriptFileName(job.Script.Name)
@@ -205,7 +206,7 @@ func (w *WinRM) Run(ctx context.Context, job executor.Job) (executor.Result, err
 	}
 	notStarted := func(why string, err error) (executor.Result, error) {
 		if res.StartedAt.IsZero() {
-			res.StartedAt = time.Now()
+			res.StartedAt = begin
 		}
 		res.FinishedAt = time.Now()
 		res.Error = mask.Mask(why + ": " + err.Error())

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,10 +43,11 @@ var natsURLs = "nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"
 // deployment is a running scaled-out postrotate, as docker-compose.yml
 // lays it out.
 type deployment struct {
-	t     *testing.T
-	net   *testcontainers.DockerNetwork
-	nats  map[string]testcontainers.Container // nats-1..3
-	serve testcontainers.Container
+	t      *testing.T
+	docker client.APIClient
+	net    *testcontainers.DockerNetwork
+	nats   map[string]testcontainers.Container // nats-1..3
+	serve  testcontainers.Container
 	// gateways are the two workers of the host gateway-1.
 	gateways map[string]testcontainers.Container // gateway-1a, gateway-1b
 	web01    testcontainers.Container
@@ -82,16 +84,41 @@ func requireDocker(t *testing.T) client.APIClient {
 // ends.
 func setup(t *testing.T) *deployment {
 	t.Helper()
-	return setupInventory(t, composeDir+"/inventory.yaml")
+	return setupWith(t, options{})
 }
 
-// setupInventory is setup with another inventory file; its scripts are
-// those of deploy/compose/scripts and testdata/hold/scripts.
-func setupInventory(t *testing.T, inventory string) *deployment {
+// options change what setupWith deploys; the zero value is
+// docker-compose.yml's deployment.
+type options struct {
+	// inventory is the inventory serve loads (default: deploy/compose's).
+	// Its scripts are those of deploy/compose/scripts and
+	// testdata/scripts, under scripts/.
+	inventory string
+	// webUsers and sshUsers are more Linux users to create on web-01 and
+	// ssh-01, each with the password of userPassword.
+	webUsers, sshUsers []string
+}
+
+// userPassword is the initial password of a user of options.webUsers or
+// options.sshUsers.
+func userPassword(user string) string { return "Pw-" + user + "-compose-1" }
+
+func machineUsers(base string, more []string) string {
+	for _, u := range more {
+		base += " " + u + ":" + userPassword(u)
+	}
+	return base
+}
+
+// setupWith is setup with options.
+func setupWith(t *testing.T, o options) *deployment {
 	t.Helper()
+	if o.inventory == "" {
+		o.inventory = composeDir + "/inventory.yaml"
+	}
 	docker := requireDocker(t)
 	ctx := t.Context()
-	d := &deployment{t: t, nats: map[string]testcontainers.Container{}, gateways: map[string]testcontainers.Container{}}
+	d := &deployment{t: t, docker: docker, nats: map[string]testcontainers.Container{}, gateways: map[string]testcontainers.Container{}}
 
 	// The credentials volume the enrolment writes and the workers read;
 	// removed last, once no container uses it.
@@ -124,7 +151,7 @@ func setupInventory(t *testing.T, inventory string) *deployment {
 	// ssh-01 first: serve reads its host key (the inventory's known_hosts).
 	d.ssh01 = d.run("ssh-01", imageMachine,
 		testcontainers.WithEnv(map[string]string{
-			"MACHINE_USERS":       "admin:Admin-compose-demo-1:sudo deploy:Deploy-compose-demo-1",
+			"MACHINE_USERS":       machineUsers("admin:Admin-compose-demo-1:sudo deploy:Deploy-compose-demo-1", o.sshUsers),
 			"MACHINE_SSHD":        "1",
 			"MACHINE_KNOWN_HOSTS": "/hostkeys/known_hosts",
 		}),
@@ -145,13 +172,10 @@ func setupInventory(t *testing.T, inventory string) *deployment {
 			"--replicas=3",
 			"--pickup-timeout=30s"),
 		testcontainers.WithEnv(map[string]string{"POSTROTATE_API_TOKEN": d.token}),
-		testcontainers.WithFiles(
-			testcontainers.ContainerFile{HostFilePath: inventory, ContainerFilePath: "/inventory/inventory.yaml", FileMode: 0o644},
-			testcontainers.ContainerFile{HostFilePath: "testdata/hold/scripts/hold.sh", ContainerFilePath: "/inventory/scripts/hold.sh", FileMode: 0o755},
-			testcontainers.ContainerFile{HostFilePath: composeDir + "/scripts/update-app-config.sh", ContainerFilePath: "/inventory/scripts/update-app-config.sh", FileMode: 0o755},
-			testcontainers.ContainerFile{HostFilePath: composeDir + "/scripts/record-rotation.sh", ContainerFilePath: "/inventory/scripts/record-rotation.sh", FileMode: 0o755},
+		testcontainers.WithFiles(append(scriptFiles(t),
+			testcontainers.ContainerFile{HostFilePath: o.inventory, ContainerFilePath: "/inventory/inventory.yaml", FileMode: 0o644},
 			testcontainers.ContainerFile{Reader: strings.NewReader(knownHosts), ContainerFilePath: "/hostkeys/known_hosts", FileMode: 0o644},
-		),
+		)...),
 		testcontainers.WithExposedPorts("7480/tcp"),
 		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
 			hc.PortBindings = mobynet.PortMap{mobynet.MustParsePort("7480/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(port)}}}
@@ -190,7 +214,7 @@ func setupInventory(t *testing.T, inventory string) *deployment {
 	}
 	d.web01 = d.run("web-01", imageMachine,
 		testcontainers.WithEnv(map[string]string{
-			"MACHINE_USERS":           "app:App-compose-demo-1",
+			"MACHINE_USERS":           machineUsers("app:App-compose-demo-1", o.webUsers),
 			"POSTROTATE_WORKER_CREDS": "/creds/web-01.creds",
 			"POSTROTATE_WORKER_ARGS":  "--name=web-01",
 		}),
@@ -199,6 +223,23 @@ func setupInventory(t *testing.T, inventory string) *deployment {
 	)
 	d.waitWorkers(time.Minute, "gateway-1", "web-01")
 	return d
+}
+
+// scriptFiles are the scripts every inventory may use, under
+// /inventory/scripts: deploy/compose/scripts/*.sh and testdata/scripts/*.sh.
+func scriptFiles(t *testing.T) []testcontainers.ContainerFile {
+	t.Helper()
+	var files []testcontainers.ContainerFile
+	for _, dir := range []string{composeDir + "/scripts", "testdata/scripts"} {
+		paths, err := filepath.Glob(dir + "/*.sh")
+		if err != nil || len(paths) == 0 {
+			t.Fatalf("no scripts in %s: %v", dir, err)
+		}
+		for _, p := range paths {
+			files = append(files, testcontainers.ContainerFile{HostFilePath: p, ContainerFilePath: "/inventory/scripts/" + filepath.Base(p), FileMode: 0o755})
+		}
+	}
+	return files
 }
 
 // run starts a container of image on the deployment's network, reachable
@@ -238,7 +279,17 @@ func withInit() testcontainers.CustomizeRequestOption {
 // test.
 func (d *deployment) exec(c testcontainers.Container, cmd ...string) string {
 	d.t.Helper()
-	code, r, err := c.Exec(d.t.Context(), cmd, tcexec.Multiplexed())
+	return d.execAs(c, "", cmd...)
+}
+
+// execAs is exec as user (the image's default when empty).
+func (d *deployment) execAs(c testcontainers.Container, user string, cmd ...string) string {
+	d.t.Helper()
+	opts := []tcexec.ProcessOption{tcexec.Multiplexed()}
+	if user != "" {
+		opts = append(opts, tcexec.WithUser(user))
+	}
+	code, r, err := c.Exec(d.t.Context(), cmd, opts...)
 	if err != nil {
 		d.t.Fatalf("exec %q: %v", cmd, err)
 	}
@@ -247,6 +298,21 @@ func (d *deployment) exec(c testcontainers.Container, cmd ...string) string {
 		d.t.Fatalf("exec %q: exit %d: %s", cmd, code, out)
 	}
 	return string(out)
+}
+
+// logs returns the output of c so far.
+func (d *deployment) logs(c testcontainers.Container) string {
+	d.t.Helper()
+	r, err := c.Logs(d.t.Context())
+	if err != nil {
+		d.t.Fatalf("logs: %v", err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		d.t.Fatalf("logs: %v", err)
+	}
+	return string(b)
 }
 
 func (d *deployment) dumpLogs(c testcontainers.Container) {
@@ -285,30 +351,52 @@ func (d *deployment) waitHealthy(timeout time.Duration) {
 	}
 }
 
+// workerInfo is a live worker as GET /v1/workers lists it.
+type workerInfo struct {
+	Host      string    `json:"host"`
+	Name      string    `json:"name"`
+	StartedAt time.Time `json:"started_at"`
+}
+
 // waitWorkers waits until every host has a live registered worker.
 func (d *deployment) waitWorkers(timeout time.Duration, hosts ...string) {
 	d.t.Helper()
+	d.waitWorkersBy(timeout, "host", func(w workerInfo) string { return w.Host }, hosts)
+}
+
+// waitWorkersStarted waits until each named worker is registered with a
+// start after since: restarted.
+func (d *deployment) waitWorkersStarted(timeout time.Duration, since time.Time, names ...string) {
+	d.t.Helper()
+	d.waitWorkersBy(timeout, "worker started after "+since.Format(time.RFC3339Nano), func(w workerInfo) string {
+		if w.StartedAt.Before(since) {
+			return ""
+		}
+		return w.Name
+	}, names)
+}
+
+func (d *deployment) waitWorkersBy(timeout time.Duration, what string, key func(workerInfo) string, want []string) {
+	d.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		var workers []struct {
-			Host string `json:"host"`
-		}
+		var workers []workerInfo
 		d.call(http.MethodGet, "/v1/workers", nil, http.StatusOK, &workers)
 		live := map[string]bool{}
 		for _, w := range workers {
-			live[w.Host] = true
+			live[key(w)] = true
 		}
 		missing := []string{}
-		for _, h := range hosts {
-			if !live[h] {
-				missing = append(missing, h)
+		for _, k := range want {
+			if !live[k] {
+				missing = append(missing, k)
 			}
 		}
 		if len(missing) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("no live worker for %v after %s", missing, timeout)
+			d.t.Fatalf("no live worker (%s) for %v after %s: %+v", what, missing, timeout, workers)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -351,7 +439,9 @@ func (d *deployment) call(method, path string, body any, want int, out any) {
 // run is a rotation as GET /v1/rotations/{id} returns it.
 type rotation struct {
 	ID      string `json:"id"`
+	User    string `json:"user"`
 	State   string `json:"state"`
+	Effect  string `json:"effect"`
 	Results []struct {
 		UID      string `json:"uid"`
 		Name     string `json:"name"`
@@ -362,6 +452,9 @@ type rotation struct {
 		ExitCode int    `json:"exit_code"`
 		Stdout   string `json:"stdout"`
 		Error    string `json:"error"`
+
+		StartedAt  time.Time `json:"started_at"`
+		FinishedAt time.Time `json:"finished_at"`
 	} `json:"results"`
 }
 
@@ -422,5 +515,36 @@ func (d *deployment) waitFile(c testcontainers.Container, path string, timeout t
 			d.t.Fatalf("%s did not appear after %s", path, timeout)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// checkPassword fails the test unless password is user's in c's
+// /etc/shadow. The password reaches c in a file (0600, removed after), not
+// on a command line.
+func (d *deployment) checkPassword(c testcontainers.Container, user, password string) {
+	d.t.Helper()
+	path := "/root/.check-" + randomHex(d.t, 6)
+	if err := c.CopyToContainer(d.t.Context(), []byte(password), path, 0o600); err != nil {
+		d.t.Fatalf("copy the password to check: %v", err)
+	}
+	defer d.exec(c, "rm", "-f", path)
+	const check = `
+import crypt, spwd, sys
+with open(sys.argv[2]) as f:
+    password = f.read()
+hashed = spwd.getspnam(sys.argv[1]).sp_pwdp
+sys.exit(0 if crypt.crypt(password, hashed) == hashed else 3)
+`
+	code, r, err := c.Exec(d.t.Context(), []string{"python3", "-W", "ignore", "-c", check, user, path}, tcexec.Multiplexed())
+	if err != nil {
+		d.t.Fatalf("check the password of %s: %v", user, err)
+	}
+	out, _ := io.ReadAll(r)
+	switch code {
+	case 0:
+	case 3:
+		d.t.Errorf("the password of %s is not the expected one", user)
+	default:
+		d.t.Fatalf("check the password of %s: exit %d: %s", user, code, out)
 	}
 }

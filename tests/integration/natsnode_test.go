@@ -9,7 +9,7 @@ import (
 // TestNATSNodeLost stops one of the three NATS nodes while a rotation's
 // script runs: the rotation completes, with every step's result.
 func TestNATSNodeLost(t *testing.T) {
-	d := setupInventory(t, "testdata/hold/inventory.yaml")
+	d := setupWith(t, options{inventory: "testdata/hold.yaml"})
 
 	d.exec(d.web01, "touch", "/tmp/hold")
 	id := d.rotate("app")
