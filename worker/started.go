@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/postrotate/postrotate/messages"
@@ -90,7 +91,7 @@ func (w *Worker) decide(ctx context.Context, task messages.Task, attempt int) ve
 			return verdict{do: retryIt, cause: fmt.Errorf("write started marker %s: %w", key, err)}
 		}
 	}
-	entry, err := kv.Get(ctx, key)
+	entry, err := w.startedGet(ctx, kv, key)
 	switch {
 	case expired && errors.Is(err, jetstream.ErrKeyNotFound):
 		return verdict{do: refuseIt, reason: fmt.Sprintf("refused: task expired at %s before a worker could start it",
@@ -157,4 +158,17 @@ func (w *Worker) startedBucket(ctx context.Context) (jetstream.KeyValue, error) 
 	}
 	w.startedKV = kv
 	return kv, nil
+}
+
+// startedGet reads key from the started bucket. A handle bound while the
+// bucket's stream allowed direct gets sends them to a subject nobody
+// answers once serve turned them off (coordinator/consistent): on "no
+// responders" the handle is dropped, so the next try binds again and reads
+// from the stream's leader.
+func (w *Worker) startedGet(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
+	entry, err := kv.Get(ctx, key)
+	if errors.Is(err, nats.ErrNoResponders) {
+		w.startedKV = nil
+	}
+	return entry, err
 }

@@ -157,3 +157,41 @@ func TestStartedKey(t *testing.T) {
 		}
 	}
 }
+
+// A worker that bound the started bucket while its stream allowed direct
+// gets keeps working once the coordinator turns them off (leader reads,
+// coordinator/consistent): its first read finds no responders, it binds
+// again and reads from the leader.
+func TestStartedBucketDirectGetsTurnedOff(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, config{}, func(o *Options) { o.NakDelay = 50 * time.Millisecond })
+	start(t, w)
+	b.publish(t, task(1))
+	if rr := b.result(t); !rr.Success {
+		t.Fatalf("first task: %+v", rr)
+	}
+
+	ctx := t.Context()
+	s, err := b.js.Stream(ctx, "KV_"+b.subj.StartedBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	if !cfg.AllowDirect {
+		t.Fatal("the test bucket does not allow direct gets to begin with")
+	}
+	cfg.AllowDirect = false
+	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	// A marker of an unreported start: deciding needs a read.
+	tk := task(2)
+	started, _ := json.Marshal(startedMarker{Worker: "w0", Host: host, Attempt: 1, StartedAt: time.Now()})
+	b.putMarker(t, tk.ID, started)
+	b.publish(t, tk)
+	if rr := b.result(t); rr.Success || !strings.HasPrefix(rr.Error, `in doubt: interrupted: the script was started by worker "w0"`) {
+		t.Fatalf("second task: %+v, want in doubt", rr)
+	}
+	b.waitDrained(t)
+}

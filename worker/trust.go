@@ -105,7 +105,7 @@ func (w *Worker) firstSeen(ctx context.Context, taskID string, seq uint64) (uint
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("write %s: %w", key, err)
 	}
-	entry, err := kv.Get(ctx, key)
+	entry, err := w.startedGet(ctx, kv, key)
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", key, err)
 	}

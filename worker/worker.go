@@ -3,6 +3,7 @@ package worker
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,6 +80,10 @@ type Worker struct {
 	// startedKV is the handle of the started bucket, opened on first use; only
 	// the loop's goroutine touches it.
 	startedKV jetstream.KeyValue
+	// pinID is the id the consumer pinned this worker with (header
+	// Nats-Pin-Id of its tasks), "" before its first task; only the loop's
+	// goroutine touches it.
+	pinID string
 
 	mu       sync.Mutex
 	started  bool
@@ -219,6 +224,7 @@ func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 	for {
 		select {
 		case <-w.stopping:
+			w.unpin(cons)
 			w.log.Info().Msg("worker stopped")
 			return
 		case <-ctx.Done():
@@ -239,6 +245,9 @@ func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 		}
 		for msg := range batch.Messages() {
 			stopPull() // the task runs to its end even when stopping
+			if id := msg.Headers().Get(pinIDHeader); id != "" {
+				w.pinID = id
+			}
 			w.handle(ctx, msg)
 		}
 		stopPull()
@@ -250,6 +259,60 @@ func (w *Worker) loop(ctx context.Context, cons jetstream.Consumer) {
 		}
 		backoff = 0
 	}
+}
+
+// pinIDHeader carries, on a task of a consumer with the pinned-client
+// priority policy, the id of the client it is pinned to.
+const pinIDHeader = "Nats-Pin-Id"
+
+// unpin hands the host's tasks over at once when this worker, stopping, is
+// the one the consumer is pinned to: otherwise the host's other worker, or
+// this one restarted, waits the consumer's PinnedTTL before it receives a
+// task. It asks through $JS.API.CONSUMER.UNPIN (the worker's NATS user may
+// not read the stream, which the jetstream API's Stream.UnpinConsumer
+// needs); a failure only costs that wait.
+func (w *Worker) unpin(cons jetstream.Consumer) {
+	if w.pinID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		w.log.Warn().Err(err).Msg("unpin: consumer info")
+		return
+	}
+	pinned := false
+	for _, g := range info.PriorityGroups {
+		pinned = pinned || (g.Group == messages.PriorityGroup && g.PinnedClientID == w.pinID)
+	}
+	if !pinned {
+		return
+	}
+	req, err := json.Marshal(struct {
+		Group string `json:"group"`
+	}{messages.PriorityGroup})
+	if err != nil {
+		return
+	}
+	reply, err := w.js.Conn().RequestWithContext(ctx, fmt.Sprintf("$JS.API.CONSUMER.UNPIN.%s.%s", info.Stream, info.Name), req)
+	var resp struct {
+		Error *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	switch {
+	case err != nil:
+	case json.Unmarshal(reply.Data, &resp) != nil:
+		err = fmt.Errorf("bad reply %q", reply.Data)
+	case resp.Error != nil:
+		err = errors.New(resp.Error.Description)
+	}
+	if err != nil {
+		w.log.Warn().Err(err).Msg("unpin: the host's tasks go to another worker after the consumer's pinned TTL")
+		return
+	}
+	w.log.Info().Msg("unpinned: the host's next task goes to whichever of its workers pulls")
 }
 
 func nextBackoff(d time.Duration) time.Duration {

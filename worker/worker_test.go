@@ -508,3 +508,49 @@ func TestNewRequiresHost(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// pinned returns the id of the client host's consumer is pinned to, "" if
+// none.
+func (b *bundle) pinned(t *testing.T) string {
+	t.Helper()
+	info, err := b.consumer.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group == messages.PriorityGroup {
+			return g.PinnedClientID
+		}
+	}
+	return ""
+}
+
+// A worker that stops gracefully unpins its host's consumer: the next
+// worker of the host gets the next task at once, not after the consumer's
+// PinnedTTL (30s here).
+func TestGracefulStopUnpins(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, config{}, nil)
+	start(t, w)
+	b.publish(t, task(1))
+	if rr := b.result(t); !rr.Success || rr.Worker != "w1" {
+		t.Fatalf("first task: %+v", rr)
+	}
+	if b.pinned(t) == "" {
+		t.Fatal("the consumer is not pinned to the worker that took a task")
+	}
+	if err := w.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if id := b.pinned(t); id != "" {
+		t.Fatalf("consumer still pinned to %q after the worker stopped", id)
+	}
+
+	_, js := b.connect(t)
+	w2 := b.worker(t, js, b.exec, func(o *Options) { o.Name = "w2" })
+	start(t, w2)
+	b.publish(t, task(2))
+	if rr := b.result(t); !rr.Success || rr.Worker != "w2" {
+		t.Fatalf("second task: %+v, want run by w2", rr)
+	}
+}

@@ -45,6 +45,9 @@ var ErrNoAuth = errors.New("the embedded nats-server was started without users: 
 //     consumer;
 //   - $JS.API.CONSUMER.MSG.NEXT.<tasks stream>.<host consumer>: pull its
 //     tasks;
+//   - $JS.API.CONSUMER.UNPIN.<tasks stream>.<host consumer>: hand its
+//     host's tasks over at once when it stops (another worker of the host
+//     would otherwise wait the consumer's PinnedTTL);
 //   - $JS.ACK.<tasks stream>.<host consumer>.> (and the same consumer in
 //     the v2 ack format, $JS.ACK.*.*.<stream>.<consumer>.>): ack, nak,
 //     term and extend its messages;
@@ -54,10 +57,13 @@ var ErrNoAuth = errors.New("the embedded nats-server was started without users: 
 //   - $JS.API.STREAM.INFO.KV_<workers bucket> and $KV.<workers
 //     bucket>.<host>.*: open the workers bucket and write and delete its
 //     own registrations (keys "<host>.<name>");
-//   - $JS.API.STREAM.INFO.KV_<started bucket>, $KV.<started bucket>.> and
+//   - $JS.API.STREAM.INFO.KV_<started bucket>, $KV.<started bucket>.>,
+//     $JS.API.STREAM.MSG.GET.KV_<started bucket> and
 //     $JS.API.DIRECT.GET.KV_<started bucket>.$KV.<started bucket>.>: open
 //     the started bucket, write and read started markers and first-seen
-//     sequences. Not host-scoped: their keys are task ids.
+//     sequences — reads go to the stream's leader (package consistent;
+//     a direct get only from a handle bound before serve turned direct
+//     reads off). Not host-scoped: their keys are task ids.
 //
 // Subscribe: <inbox prefix>.> only (envelope.InboxPrefix(host)), where the
 // replies to its requests, its pulled tasks and its publish acks arrive.
@@ -72,6 +78,7 @@ func WorkerPermissions(subj messages.Subjects, host string) Permissions {
 		Publish: []string{
 			"$JS.API.CONSUMER.INFO." + tasks + "." + consumer,
 			"$JS.API.CONSUMER.MSG.NEXT." + tasks + "." + consumer,
+			"$JS.API.CONSUMER.UNPIN." + tasks + "." + consumer,
 			"$JS.ACK." + tasks + "." + consumer + ".>",
 			"$JS.ACK.*.*." + tasks + "." + consumer + ".>",
 			subj.AllResults(),
@@ -80,6 +87,7 @@ func WorkerPermissions(subj messages.Subjects, host string) Permissions {
 			"$KV." + workers + "." + messages.HostToken(host) + ".*",
 			"$JS.API.STREAM.INFO.KV_" + started,
 			"$KV." + started + ".>",
+			"$JS.API.STREAM.MSG.GET.KV_" + started,
 			"$JS.API.DIRECT.GET.KV_" + started + ".$KV." + started + ".>",
 		},
 		Subscribe: []string{envelope.InboxPrefix(host) + ".>"},

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/postrotate/postrotate/coordinator/consistent"
+
 	"github.com/postrotate/postrotate/messages"
 )
 
@@ -145,7 +147,7 @@ func (l Layout) Setup(ctx context.Context, js jetstream.JetStream) error {
 		}
 	}
 	for _, cfg := range l.Buckets() {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+		if _, err := consistent.KeyValue(ctx, js, cfg); err != nil {
 			return fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
 		}
 	}

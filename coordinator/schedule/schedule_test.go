@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/postrotate/postrotate/coordinator/consistent"
 	"go.uber.org/goleak"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
@@ -62,11 +64,15 @@ func (e *env) connect() (*nats.Conn, jetstream.JetStream) {
 }
 
 // bucket creates the schedules bucket (if needed) for the test to read and
-// write. Its configuration differs from the scheduler's, which must bind it.
+// write. Its configuration differs from the scheduler's, which updates it;
+// the test's handle reads from the stream leader, as the scheduler's.
 func (e *env) bucket() jetstream.KeyValue {
 	e.t.Helper()
 	_, js := e.connect()
-	kv, err := js.CreateOrUpdateKeyValue(e.t.Context(), jetstream.KeyValueConfig{Bucket: "POSTROTATE_SCHEDULES", History: 5})
+	if _, err := js.CreateOrUpdateKeyValue(e.t.Context(), jetstream.KeyValueConfig{Bucket: "POSTROTATE_SCHEDULES", History: 5}); err != nil {
+		e.t.Fatal(err)
+	}
+	kv, err := consistent.LeaderReads(e.t.Context(), js, "POSTROTATE_SCHEDULES")
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/postrotate/postrotate/coordinator/consistent"
 	"github.com/rs/zerolog"
 
 	"github.com/postrotate/postrotate/coordinator/inventory"
@@ -237,19 +239,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
-// bind creates the bucket, or binds it when it exists with another
-// configuration.
+// bind creates the bucket (or updates its configuration) and binds it, with
+// reads from the stream's leader (package consistent).
 func (s *Scheduler) bind(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := s.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := consistent.KeyValue(ctx, s.js, jetstream.KeyValueConfig{
 		Bucket:      s.opts.Bucket,
 		Description: "postrotate schedulers: leader lease and the last slot fired per user",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.opts.Replicas,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = s.js.KeyValue(ctx, s.opts.Bucket)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("create bucket %s: %w", s.opts.Bucket, err)
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/postrotate/postrotate/coordinator/consistent"
+
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/messages"
 )
@@ -146,7 +148,8 @@ type Store struct {
 	opts Options
 }
 
-// Open creates the bucket, or binds it when it exists. On first use it
+// Open creates the bucket (updating its configuration, with reads from the
+// stream leader: package consistent) and binds it. On first use it
 // stores a sealed check value under "_check"; when the bucket already has
 // one that key does not open, Open fails with an error wrapping ErrWrongKey
 // that tells the user what to do.
@@ -155,16 +158,13 @@ func Open(ctx context.Context, js jetstream.JetStream, key Key, opts Options) (*
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := consistent.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      opts.Bucket,
 		Description: "postrotate record store: records and passwords, sealed with the vault key",
 		History:     1,
 		Storage:     opts.Storage,
 		Replicas:    opts.Replicas,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, opts.Bucket)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("open record store %s: %w", opts.Bucket, err)
 	}

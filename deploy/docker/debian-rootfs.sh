@@ -11,6 +11,11 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 packages=openssh-server,bash,python3,jq,sudo,passwd,procps,ca-certificates
 
 if [ ! -s "$tarball" ]; then
+    if ! command -v mmdebstrap >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "debian-rootfs.sh: installing mmdebstrap (apt-get)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null ||
+            { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null; }
+    fi
     command -v mmdebstrap >/dev/null || { echo "debian-rootfs.sh: mmdebstrap is missing (apt-get install mmdebstrap)" >&2; exit 1; }
     mkdir -p "$(dirname "$tarball")"
     partial="${tarball%.tar}.partial.tar"

@@ -62,11 +62,20 @@ if [ "${#pids[@]}" -eq 0 ]; then
     log "nothing to run: set MACHINE_SSHD=1 and/or POSTROTATE_WORKER_CREDS"
     exit 2
 fi
-trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM INT
-# Exit when the first of them does, so that the restart policy applies.
+# Stopping (docker stop: one TERM): pass one TERM to each child and wait
+# for them — a worker lets its running script finish and report; a second
+# TERM would cut that short, so none is sent.
+stopping=0
+trap 'stopping=1; kill -TERM "${pids[@]}" 2>/dev/null' TERM INT
 set +e
 wait -n "${pids[@]}"
 status=$?
+if [ "$stopping" = 1 ]; then
+    wait
+    exit 0
+fi
+# One of them exited by itself: stop the others and exit with its status,
+# so that the restart policy applies.
 kill -TERM "${pids[@]}" 2>/dev/null
 wait
 exit "$status"

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,9 +23,18 @@ import (
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
 	tcexec "github.com/testcontainers/testcontainers-go/exec"
+	tclog "github.com/testcontainers/testcontainers-go/log"
 	"github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
+
+// TestMain silences testcontainers' own log (a dozen lines per container):
+// `go test -v` then shows each test's steps and time; a failing test prints
+// the logs of its containers.
+func TestMain(m *testing.M) {
+	tclog.SetDefault(tclog.NewNoopLogger())
+	os.Exit(m.Run())
+}
 
 // The images `make images` builds.
 const (
@@ -169,8 +179,7 @@ func setupWith(t *testing.T, o options) *deployment {
 			"--data=/data",
 			"--http=0.0.0.0:7480",
 			"--nats="+natsURLs,
-			"--replicas=3",
-			"--pickup-timeout=30s"),
+			"--replicas=3"),
 		testcontainers.WithEnv(map[string]string{"POSTROTATE_API_TOKEN": d.token}),
 		testcontainers.WithFiles(append(scriptFiles(t),
 			testcontainers.ContainerFile{HostFilePath: o.inventory, ContainerFilePath: "/inventory/inventory.yaml", FileMode: 0o644},
@@ -406,34 +415,43 @@ func (d *deployment) waitWorkersBy(timeout time.Duration, what string, key func(
 // status than want fails the test.
 func (d *deployment) call(method, path string, body any, want int, out any) {
 	d.t.Helper()
+	if err := d.tryCall(method, path, body, want, out); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// tryCall is call returning its error: for other goroutines than the
+// test's.
+func (d *deployment) tryCall(method, path string, body any, want int, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			d.t.Fatal(err)
+			return err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(d.t.Context(), method, d.api+path, rd)
 	if err != nil {
-		d.t.Fatal(err)
+		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+d.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		d.t.Fatalf("%s %s: %v", method, path, err)
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != want {
-		d.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, b)
+		return fmt.Errorf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, want, b)
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
-			d.t.Fatalf("%s %s: decode %s: %v", method, path, b, err)
+			return fmt.Errorf("%s %s: decode %s: %w", method, path, b, err)
 		}
 	}
+	return nil
 }
 
 // run is a rotation as GET /v1/rotations/{id} returns it.
@@ -461,25 +479,44 @@ type rotation struct {
 // rotate starts a rotation of user and returns its id.
 func (d *deployment) rotate(user string) string {
 	d.t.Helper()
+	id, err := d.tryRotate(user)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return id
+}
+
+func (d *deployment) tryRotate(user string) (string, error) {
 	var r rotation
-	d.call(http.MethodPost, "/v1/rotations", map[string]string{"user": user}, http.StatusAccepted, &r)
-	return r.ID
+	err := d.tryCall(http.MethodPost, "/v1/rotations", map[string]string{"user": user}, http.StatusAccepted, &r)
+	return r.ID, err
 }
 
 // wait polls the rotation until it is no longer running.
 func (d *deployment) wait(id string, timeout time.Duration) rotation {
 	d.t.Helper()
+	r, err := d.tryWait(id, timeout, 500*time.Millisecond)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return r
+}
+
+// tryWait is wait polling every poll, returning its error.
+func (d *deployment) tryWait(id string, timeout, poll time.Duration) (rotation, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		var r rotation
-		d.call(http.MethodGet, "/v1/rotations/"+id, nil, http.StatusOK, &r)
+		if err := d.tryCall(http.MethodGet, "/v1/rotations/"+id, nil, http.StatusOK, &r); err != nil {
+			return r, err
+		}
 		if r.State != "running" {
-			return r
+			return r, nil
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("rotation %s still running after %s: %+v", id, timeout, r)
+			return r, fmt.Errorf("rotation %s still running after %s: %+v", id, timeout, r)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(poll)
 	}
 }
 
