@@ -127,19 +127,37 @@ func runKey(id string) string    { return "run." + id }
 func lockKey(user string) string { return "lock." + messages.HostToken(user) }
 
 // Lock takes user's lock for rotation id, or returns a *BusyError.
+//
+// A run is stored finished before its lock is released, so a client that
+// saw a rotation finish may ask for the next one in between: a lock whose
+// rotation is finished is taken over (compare-and-set on its revision),
+// not reported busy.
 func (s *Store) Lock(ctx context.Context, user, id string) error {
-	_, err := s.kv.Create(ctx, lockKey(user), []byte(id))
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		holder := "?"
-		if e, gerr := s.kv.Get(ctx, lockKey(user)); gerr == nil {
-			holder = string(e.Value())
+	key := lockKey(user)
+	for range 2 {
+		_, err := s.kv.Create(ctx, key, []byte(id))
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("lock user %s: %w", user, err)
+		}
+		e, err := s.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // released meanwhile: create it again
+		}
+		if err != nil {
+			return &BusyError{User: user, RotationID: "?"}
+		}
+		holder := string(e.Value())
+		if r, err := s.Get(ctx, holder); err == nil && r.Finished() {
+			if _, err := s.kv.Update(ctx, key, []byte(id), e.Revision()); err == nil {
+				return nil
+			}
 		}
 		return &BusyError{User: user, RotationID: holder}
 	}
-	if err != nil {
-		return fmt.Errorf("lock user %s: %w", user, err)
-	}
-	return nil
+	return &BusyError{User: user, RotationID: "?"}
 }
 
 // Unlock releases user's lock if rotation id holds it.
