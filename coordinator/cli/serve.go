@@ -189,6 +189,10 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 		log.Info().Str("url", b.ClientURL()).Bool("authentication", !cfg.insecureWorkers).Msg("embedded nats-server listening")
 	}
 	defer nc.Close()
+	if cfg.pickupTimeout <= cfg.pinnedTTL {
+		log.Warn().Dur("pickup_timeout", cfg.pickupTimeout).Dur("pinned_ttl", cfg.pinnedTTL).
+			Msg("--pickup-timeout is not above --pinned-ttl: when a host's pinned worker crashes, its steps fail before the host's other worker may take over")
+	}
 	if cfg.insecureWorkers {
 		log.Warn().Msg("--insecure-workers: tasks are neither signed nor sealed, and the embedded NATS admits any client with every right; for development only")
 	}

@@ -270,3 +270,18 @@ func TestAdvertisedURL(t *testing.T) {
 		}
 	}
 }
+
+// A pickup timeout that a crashed pinned worker's standby cannot beat is
+// warned about; the defaults are not.
+func TestServeWarnsPickupNotAbovePinnedTTL(t *testing.T) {
+	t.Parallel()
+	const warning = "--pickup-timeout is not above --pinned-ttl"
+	sv := startServe(t, t.TempDir(), "--pickup-timeout", "30s")
+	if code := sv.stop(); code != ExitOK || !strings.Contains(sv.logs.String(), warning) {
+		t.Fatalf("serve --pickup-timeout 30s: exit %d, no warning %q:\n%s", code, warning, sv.logs.String())
+	}
+	sv = startServe(t, t.TempDir())
+	if code := sv.stop(); code != ExitOK || strings.Contains(sv.logs.String(), warning) {
+		t.Fatalf("serve with the defaults: exit %d, or warned:\n%s", code, sv.logs.String())
+	}
+}
