@@ -11,9 +11,10 @@
 // started markers, identities, leases — so their streams have AllowDirect
 // off and every Get goes to the stream's leader.
 //
-// A handle decides how it reads when it binds (js.KeyValue), from the
-// stream's configuration: the workers, which bind these buckets after
-// serve set them up, read from the leader too.
+// A jetstream handle decides how it reads when it binds (js.KeyValue), from
+// the stream's configuration: the workers, which bind these buckets after
+// serve set them up, read from the leader too. The handles this package
+// returns also survive a switch after they were bound (see handle).
 package consistent
 
 import (
@@ -29,33 +30,24 @@ import (
 // bucket whose configuration already matches is left untouched (no moment
 // with direct reads on).
 func KeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	s, err := js.Stream(ctx, streamName(cfg.Bucket))
 	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound):
+	case err == nil && matches(s.CachedInfo().Config, cfg):
+		return bind(ctx, js, cfg.Bucket)
+	case err == nil, errors.Is(err, jetstream.ErrStreamNotFound):
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return nil, err
 		}
-	case err != nil:
-		return nil, err
+		return LeaderReads(ctx, js, cfg.Bucket)
 	default:
-		st, err := kv.Status(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if !matches(st, cfg) {
-			if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-				return nil, err
-			}
-		}
+		return nil, fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
 	}
-	return LeaderReads(ctx, js, cfg.Bucket)
 }
 
 // LeaderReads turns direct reads off on an existing bucket, if they are on,
 // and returns a handle bound to it that reads from the leader.
 func LeaderReads(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
-	name := "KV_" + bucket
-	s, err := js.Stream(ctx, name)
+	s, err := js.Stream(ctx, streamName(bucket))
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
 	}
@@ -65,17 +57,25 @@ func LeaderReads(ctx context.Context, js jetstream.JetStream, bucket string) (je
 			return nil, fmt.Errorf("bucket %s: turn direct reads off: %w", bucket, err)
 		}
 	}
-	return js.KeyValue(ctx, bucket)
+	return bind(ctx, js, bucket)
 }
+
+// bind returns a handle of bucket that keeps reading from the leader
+// (handle).
+func bind(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	return newHandle(js, kv), nil
+}
+
+// streamName is the name of the stream that holds bucket.
+func streamName(bucket string) string { return "KV_" + bucket }
 
 // matches says whether the bucket has the configuration cfg asks for, as
 // far as cfg sets it, with leader reads.
-func matches(st jetstream.KeyValueStatus, cfg jetstream.KeyValueConfig) bool {
-	b, ok := st.(*jetstream.KeyValueBucketStatus)
-	if !ok {
-		return false
-	}
-	sc := b.StreamInfo().Config
+func matches(sc jetstream.StreamConfig, cfg jetstream.KeyValueConfig) bool {
 	history := cfg.History
 	if history == 0 {
 		history = 1

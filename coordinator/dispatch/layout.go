@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/postrotate/postrotate/coordinator/consistent"
-
 	"github.com/postrotate/postrotate/messages"
 )
 

@@ -14,11 +14,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/postrotate/postrotate/coordinator/consistent"
 	"go.uber.org/goleak"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/consistent"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 )
 

@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/postrotate/postrotate/coordinator/consistent"
 	"github.com/rs/zerolog"
 
+	"github.com/postrotate/postrotate/coordinator/consistent"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/messages"
 )

@@ -288,17 +288,7 @@ func withInit() testcontainers.CustomizeRequestOption {
 // test.
 func (d *deployment) exec(c testcontainers.Container, cmd ...string) string {
 	d.t.Helper()
-	return d.execAs(c, "", cmd...)
-}
-
-// execAs is exec as user (the image's default when empty).
-func (d *deployment) execAs(c testcontainers.Container, user string, cmd ...string) string {
-	d.t.Helper()
-	opts := []tcexec.ProcessOption{tcexec.Multiplexed()}
-	if user != "" {
-		opts = append(opts, tcexec.WithUser(user))
-	}
-	code, r, err := c.Exec(d.t.Context(), cmd, opts...)
+	code, r, err := c.Exec(d.t.Context(), cmd, tcexec.Multiplexed())
 	if err != nil {
 		d.t.Fatalf("exec %q: %v", cmd, err)
 	}

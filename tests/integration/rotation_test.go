@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func TestRotationAcrossHosts(t *testing.T) {
 			if res.Host != tc.host {
 				t.Errorf("rotation %s step %d: host %q, want %q", tc.id, res.Step, res.Host, tc.host)
 			}
-			if !contains(tc.workers, res.Worker) {
+			if !slices.Contains(tc.workers, res.Worker) {
 				t.Errorf("rotation %s step %d: worker %q, want one of %v", tc.id, res.Step, res.Worker, tc.workers)
 			}
 		}
@@ -61,13 +62,4 @@ func TestRotationAcrossHosts(t *testing.T) {
 	if after := d.exec(d.ssh01, "getent", "shadow", "deploy"); after == deployShadow {
 		t.Errorf("ssh-01: the shadow entry of deploy did not change")
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

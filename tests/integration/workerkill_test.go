@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,15 +106,7 @@ func (d *deployment) startedBy(id, script string, cs map[string]testcontainers.C
 		}
 	}
 	if len(found) != 1 {
-		d.t.Fatalf("workers of %v that logged the start of %s in rotation %s: %v, want one", keys(cs), script, id, found)
+		d.t.Fatalf("workers of %v that logged the start of %s in rotation %s: %v, want one", slices.Sorted(maps.Keys(cs)), script, id, found)
 	}
 	return found[0], cs[found[0]]
-}
-
-func keys[V any](m map[string]V) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	return ks
 }

@@ -102,7 +102,7 @@ func Start(t testing.TB, config ...string) *Server {
 	s.logPath = filepath.Join(s.dir, "postgresql.log")
 	data := s.data()
 	s.run(t, "initdb", "-D", data, "-U", superuser, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
-	s.writeFile(t, filepath.Join(data, "pg_hba.conf"), strings.Join([]string{
+	writeFile(t, filepath.Join(data, "pg_hba.conf"), strings.Join([]string{
 		"local all all trust", // the socket directory is the server user's alone
 		"host all all 127.0.0.1/32 scram-sha-256",
 	}, "\n")+"\n")
@@ -257,24 +257,20 @@ func (s *Server) run(t testing.TB, name string, args ...string) {
 
 // writeFile replaces the content of a file of the server's, keeping its
 // owner.
-func (s *Server) writeFile(t testing.TB, name, content string) {
+func writeFile(t testing.TB, name, content string) {
 	t.Helper()
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = f.WriteString(content)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	openWrite(t, name, os.O_TRUNC, content)
 }
 
+// appendFile adds content at the end of a file of the server's.
 func appendFile(t testing.TB, name, content string) {
 	t.Helper()
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	openWrite(t, name, os.O_APPEND, content)
+}
+
+func openWrite(t testing.TB, name string, flag int, content string) {
+	t.Helper()
+	f, err := os.OpenFile(name, os.O_WRONLY|flag, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
