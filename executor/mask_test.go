@@ -4,11 +4,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/postrotate/postrotate/executor"
+	"github.com/postrotate/postrotate/payload"
 )
 
 func TestMask(t *testing.T) {
@@ -115,5 +117,104 @@ func TestMaskError(t *testing.T) {
 	}
 	if m.MaskError(nil) != nil || m.MaskError(cause) != cause {
 		t.Error("nil or clean errors should come back unchanged")
+	}
+}
+
+// benchJob is a job as the coordinator sends it: the secrets of a payload
+// built from three records (new and old password, the admin's password, an
+// API key, the records and the stdin line as a whole) and its stdin line.
+func benchJob(b *testing.B) executor.Job {
+	b.Helper()
+	in := payload.Input{
+		Configuration: &payload.Record{UID: "CfgRecord0000000000000", Type: "pamNetworkConfiguration", Title: "network", Fields: []payload.Field{
+			{Type: "secret", Label: "apiKey", Value: []any{"sk_live_51HqX7bK2eZvKYlo2C8x"}},
+		}},
+		Resource: &payload.Record{UID: "ResRecord0000000000000", Type: "pamMachine", Title: "db-01", Fields: []payload.Field{
+			{Type: "pamHostname", Value: []any{map[string]any{"hostName": "db-01.example.com", "port": "22"}}},
+			{Type: "login", Value: []any{"admin"}},
+			{Type: "password", Value: []any{"Adm1n/Pa$$w0rd+2024"}},
+		}},
+		User: payload.Record{UID: "UsrRecord0000000000000", Type: "pamUser", Title: "svc-app", Fields: []payload.Field{
+			{Type: "login", Value: []any{"svc-app"}},
+			{Type: "password", Value: []any{"Xk9#mP2 vL7!qR4&'t(z)"}},
+		}},
+		NewPassword: "Xk9#mP2 vL7!qR4&'t(z)",
+		OldPassword: "old~Pa55word*\"quoted\"",
+	}
+	p, err := payload.Build(in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdin, err := p.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return executor.Job{Stdin: stdin, Secrets: append(in.Secrets(), p.Secrets()...)}
+}
+
+// benchOutput returns about size bytes of log-like script output: lines of
+// words, numbers, hex digests, URLs with query strings, JSON and HTML.
+func benchOutput(size int) string {
+	r := rand.New(rand.NewPCG(1, 2))
+	words := []string{"connecting", "to", "db-01.example.com", "ALTER", "USER", "svc-app", "OK", "rows", "affected", "The", "password", "for", "was", "updated", "retry", "INFO", "WARN", "<td>", "&amp;", "%20"}
+	var b strings.Builder
+	for b.Len() < size {
+		fmt.Fprintf(&b, "2026-05-01T12:%02d:%02d.%03dZ ", r.IntN(60), r.IntN(60), r.IntN(1000))
+		for range 4 + r.IntN(8) {
+			b.WriteString(words[r.IntN(len(words))])
+			b.WriteByte(' ')
+		}
+		switch r.IntN(4) {
+		case 0:
+			fmt.Fprintf(&b, "sha256=%016x%016x", r.Uint64(), r.Uint64())
+		case 1:
+			fmt.Fprintf(&b, "GET /api/v1/users?id=%d&name=svc%%2Dapp&token=%X", r.IntN(1e6), r.Uint64())
+		case 2:
+			fmt.Fprintf(&b, `{"id":%d,"status":"ok","msg":"user \"svc-app\" updated"}`, r.IntN(1e6))
+		case 3:
+			fmt.Fprintf(&b, "<p class=\"x\">%d &lt;items&gt;</p>", r.IntN(1e6))
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// BenchmarkMask masks 1 MiB of output for a job's masker: output without a
+// secret (the usual case) and output holding one every 4 KiB or so, in
+// several forms.
+func BenchmarkMask(b *testing.B) {
+	job := benchJob(b)
+	m := job.Masker()
+	clean := benchOutput(1 << 20)
+	pw := job.Secrets[0]
+	forms := []string{pw, base64.StdEncoding.EncodeToString([]byte(pw)), url.QueryEscape(pw), strings.TrimSuffix(string(job.Stdin), "\n")}
+	var dirty strings.Builder
+	for i, line := range strings.SplitAfter(clean, "\n") {
+		dirty.WriteString(line)
+		if i%40 == 39 {
+			dirty.WriteString("echo " + forms[(i/40)%len(forms)] + "\n")
+		}
+	}
+	for _, bc := range []struct {
+		name, text string
+	}{
+		{"Clean1MiB", clean},
+		{"Secrets1MiB", dirty.String()},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bc.text)))
+			for b.Loop() {
+				m.Mask(bc.text)
+			}
+		})
+	}
+}
+
+// BenchmarkNewMasker builds a job's masker: its secrets and all their
+// variants.
+func BenchmarkNewMasker(b *testing.B) {
+	job := benchJob(b)
+	for b.Loop() {
+		job.Masker()
 	}
 }
