@@ -112,6 +112,9 @@ func printRecord(g *globals, v server.RecordView) {
 		val, _ := json.Marshal(f.Value)
 		fmt.Fprintf(w, "    %s: %s\n", name, val)
 	}
+	if p := v.Pending; p != nil {
+		fmt.Fprintf(w, "  pending: %s  rotation %s (running since %s: becomes the password, or an uncommitted entry, when it ends)\n", p.Password, p.RotationID, when(p.SetAt))
+	}
 	if len(v.History) > 0 {
 		fmt.Fprintln(w, "  password history (newest first):")
 		for _, h := range v.History {
@@ -119,7 +122,11 @@ func printRecord(g *globals, v server.RecordView) {
 			if h.RotationID != "" {
 				rot = " rotation " + h.RotationID
 			}
-			fmt.Fprintf(w, "    %s  %s  from %s%s\n", when(h.SetAt), h.Password, h.Source, rot)
+			mark := ""
+			if h.Source == "uncommitted" {
+				mark = "  (may be on a target: the rotation did not take effect)"
+			}
+			fmt.Fprintf(w, "    %s  %s  from %s%s%s\n", when(h.SetAt), h.Password, h.Source, rot, mark)
 		}
 	}
 }

@@ -123,6 +123,18 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	if tokenCreated {
 		fmt.Fprintf(g.stderr, "postrotate: created an API token in %s: clients send it with --api-token-file %s\n", cfg.apiTokenFile, cfg.apiTokenFile)
 	}
+	if cfg.natsURL == "" {
+		// One serve per JetStream store: taken before the key file there
+		// is read or created.
+		unlock, err := lockDataDir(cfg.data)
+		if err != nil {
+			if errors.Is(err, errDataLocked) {
+				return usage(err)
+			}
+			return &exitError{ExitFailed, err}
+		}
+		defer unlock()
+	}
 	keyFile := cmp.Or(cfg.keyFile, filepath.Join(cfg.data, "vault.key"))
 	key, source, created, err := vault.LoadKey(keyFile)
 	if err != nil {
@@ -205,6 +217,10 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 			return &exitError{ExitFailed, err}
 		}
 	}
+	var heal func() error
+	if b != nil {
+		heal = b.Heal // a full disk: jetstream restarted once space returns
+	}
 	srv, err := server.New(js, server.Options{
 		Inventory: inv,
 		Dispatch: dispatch.Options{
@@ -220,6 +236,7 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 		OnWorkers:   onWorkers,
 		NATSURL:     natsURL,
 		APIToken:    token,
+		Heal:        heal,
 	})
 	if err != nil {
 		return &exitError{ExitFailed, err}
@@ -390,6 +407,9 @@ func startLocalWorkers(ctx context.Context, srv *server.Server, b *broker.Broker
 	}
 	return stop, nil
 }
+
+// errDataLocked is the error of a data directory another serve holds.
+var errDataLocked = errors.New("data directory in use")
 
 // keyCheckAAD binds the key check file's content to its purpose.
 const keyCheckAAD = "postrotate data directory key check"

@@ -72,7 +72,7 @@ func (d *Dispatcher) maxDelivered(ctx context.Context, adv maxDeliveriesAdvisory
 			ExitCode: -1, StartedAt: now, FinishedAt: now,
 			Error: fmt.Sprintf("task delivered %d times to host %q without being acknowledged (max deliveries): removed from the queue", adv.Deliveries, head.Host),
 		}
-		if err := d.publishResult(ctx, rr); err != nil {
+		if _, err := d.publishResult(ctx, rr); err != nil {
 			return fmt.Errorf("publish result of task %d: %w", adv.StreamSeq, err)
 		}
 	}

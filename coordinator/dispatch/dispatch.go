@@ -51,7 +51,7 @@ type Options struct {
 // ErrNoWorkerKey is wrapped by the error of a step whose host has no
 // enrolled worker key to seal its task's secret for. Options.WorkerKey may
 // return it.
-var ErrNoWorkerKey = errors.New("no enrolled worker key")
+var ErrNoWorkerKey = errors.New("no enrolled worker")
 
 // Dispatcher runs rotations over JetStream.
 type Dispatcher struct {
@@ -89,8 +89,10 @@ type Rotation struct {
 	Resume bool
 	// BeforeFinish, when set, is called with the outcome once every step has
 	// a result and before the rotation's completed/failed event, so that
-	// whoever sees the event also sees the stored outcome.
-	BeforeFinish func(Outcome, error)
+	// whoever sees the event also sees the stored outcome. When it returns
+	// an error (the outcome could not be stored before ctx ended) Run
+	// returns it without the event: the rotation is resumed later.
+	BeforeFinish func(Outcome, error) error
 }
 
 // NewID returns a fresh, time-ordered rotation id (a UUIDv7).
@@ -144,6 +146,12 @@ type Outcome struct {
 	// succeeded: the resource most likely holds the new password, which
 	// is therefore committed although the effect is rollback_failed.
 	StillSet bool
+	// Sent is set once a task carrying the new password may have left the
+	// coordinator (its publish was attempted, or a previous coordinator
+	// ran the rotation before it was resumed): a target may hold the new
+	// password, so a rotation that does not commit it keeps it as
+	// uncommitted. Unset, nothing carried it anywhere.
+	Sent bool
 }
 
 // Success reports whether the rotation took effect and nothing failed in
@@ -173,6 +181,8 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 	defer results.Stop()
 
 	if r.Resume {
+		// A previous coordinator may have published any of its tasks.
+		out.Sent = true
 		log.Info().Int("steps", len(r.Plan.Steps)).Msg("rotation resumed")
 	} else {
 		d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(messages.EventStarted), messages.RotationEvent{
@@ -192,7 +202,10 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 		return out, runErr
 	}
 	if r.BeforeFinish != nil {
-		r.BeforeFinish(out, runErr)
+		if err := r.BeforeFinish(out, runErr); err != nil {
+			log.Warn().Err(err).Msg("rotation outcome not stored; it is finished at the next start")
+			return out, errors.Join(runErr, err)
+		}
 	}
 	kind := messages.EventCompleted
 	if !out.Success() {
@@ -227,7 +240,7 @@ type engine struct {
 // why the step is deliberately not run: published, final.
 func (e *engine) exec(step plan.Step, skip string) messages.RotationResult {
 	if e.runErr == nil && skip == "" {
-		rr, err := e.d.step(e.ctx, e.log, e.r, step, e.results)
+		rr, err := e.d.step(e.ctx, e.log, e.r, step, e.results, e.out)
 		if err == nil {
 			e.out.add(rr)
 			return rr
@@ -240,8 +253,10 @@ func (e *engine) exec(step plan.Step, skip string) messages.RotationResult {
 	}
 	rr := e.d.failed(e.r, step, reason)
 	if e.runErr == nil {
-		if err := e.d.publishResult(context.WithoutCancel(e.ctx), rr); err != nil {
-			e.log.Warn().Err(err).Int("step", step.Index).Msg("publish skipped-step result")
+		if err := e.d.report(e.ctx, e.log, step, rr); err != nil {
+			// Stopping: the rotation is resumed later, and this step's
+			// result published then.
+			e.runErr = err
 		}
 	}
 	e.out.add(rr)
@@ -349,8 +364,12 @@ func (o *Outcome) add(rr messages.RotationResult) {
 	}
 }
 
-// step publishes one task and waits for its result or its deadline.
-func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, step plan.Step, results *resultWatch) (messages.RotationResult, error) {
+// step publishes one task and waits for its result or its deadline. A step
+// that cannot be sent (its payload cannot be built, its secret cannot be
+// sealed for its host) gets a failed result, published with its step event
+// like any other. It returns an error only when the rotation cannot go on
+// (ctx ended, the result watch failed).
+func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, step plan.Step, results *resultWatch, out *Outcome) (messages.RotationResult, error) {
 	log = log.With().Int("step", step.Index).Str("host", step.Host).Logger()
 	if r.Resume {
 		rr, err := d.storedResult(ctx, r.ID, step.Index)
@@ -362,19 +381,26 @@ func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, s
 		}
 	}
 	task, err := d.task(r, step)
-	if err != nil {
-		// A payload that cannot be built is this step's failure, not the rotation's.
-		log.Error().Err(err).Msg("build task")
-		return d.failed(r, step, err.Error()), nil
+	if err == nil {
+		var msg *nats.Msg
+		if msg, err = d.message(ctx, task); err == nil {
+			return d.send(ctx, log, r, step, task, msg, results, out)
+		}
 	}
-	msg, err := d.message(ctx, task)
-	if err != nil {
-		// Nothing was sent: this step's failure, not the rotation's.
-		log.Error().Err(err).Msg("seal task")
-		return d.failed(r, step, err.Error()), nil
-	}
+	// Nothing was sent: this step's failure, not the rotation's.
+	log.Error().Err(err).Msg("step not sent")
+	rr := d.failed(r, step, err.Error())
+	return rr, d.report(ctx, log, step, rr)
+}
+
+// send publishes the task of step and waits for its result or deadline.
+func (d *Dispatcher) send(ctx context.Context, log zerolog.Logger, r Rotation, step plan.Step, task messages.Task, msg *nats.Msg,
+	results *resultWatch, out *Outcome) (messages.RotationResult, error) {
 	subj := d.opts.Layout.Subjects
-	ack, err := d.js.PublishMsg(ctx, msg, jetstream.WithMsgID(task.ID))
+	out.Sent = true // from here on a target may receive the new password
+	ack, err := d.retry(ctx, log, "publish task", func(ctx context.Context) (*jetstream.PubAck, error) {
+		return d.js.PublishMsg(ctx, msg, jetstream.WithMsgID(task.ID))
+	})
 	if err != nil {
 		return messages.RotationResult{}, fmt.Errorf("publish task of step %d: %w", step.Index, err)
 	}
@@ -402,30 +428,77 @@ func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, s
 		// a key it no longer has, a clock far off...): the step fails now.
 		rr = d.failed(r, step, refused.Error())
 		rr.Worker = refused.Worker
-		if err := d.publishResult(context.WithoutCancel(ctx), rr); err != nil {
-			log.Error().Err(err).Msg("publish refused-task result")
-		}
 		log.Warn().Str("reason", refused.Reason).Msg("task refused by its worker")
+		return rr, d.report(ctx, log, step, rr)
 	case errors.Is(err, errDeadline):
 		rr = d.failed(r, step, fmt.Sprintf("no result from host %q by %s: no live worker of that host took the task within %s, or it did not report",
 			step.Host, deadline.UTC().Format(time.RFC3339), d.opts.PickupTimeout))
 		// First result wins: a late worker result for this step is dropped as a duplicate.
-		if err := d.publishResult(context.WithoutCancel(ctx), rr); err != nil {
-			log.Error().Err(err).Msg("publish deadline result")
-		}
 		log.Warn().Msg("step deadline passed")
+		return rr, d.report(ctx, log, step, rr)
 	case err != nil:
 		return messages.RotationResult{}, err
 	}
+	d.stepEvent(ctx, log, step, rr)
+	return rr, nil
+}
+
+// report publishes rr, the result the coordinator gives step (not run,
+// not sent, refused, no result by its deadline), and its step event. It
+// retries until ctx ends, and then returns the error: the rotation is cut
+// short and resumed later, and this step's result published then.
+func (d *Dispatcher) report(ctx context.Context, log zerolog.Logger, step plan.Step, rr messages.RotationResult) error {
+	if _, err := d.retry(ctx, log, "publish result", func(ctx context.Context) (*jetstream.PubAck, error) {
+		return d.publishResult(ctx, rr)
+	}); err != nil {
+		return fmt.Errorf("publish the result of step %d: %w", step.Index, err)
+	}
+	d.stepEvent(ctx, log, step, rr)
+	return nil
+}
+
+// stepEvent publishes the completed or failed event of step.
+func (d *Dispatcher) stepEvent(ctx context.Context, log zerolog.Logger, step plan.Step, rr messages.RotationResult) {
 	kind := messages.EventCompleted
 	if !rr.Success {
 		kind = messages.EventFailed
 	}
-	d.event(ctx, log, subj.StepEvent(kind), messages.StepEvent{
-		Kind: kind, RotationID: r.ID, Step: step.Index, Host: step.Host, UID: step.RecordUID, Name: step.Script.Name,
+	d.event(ctx, log, d.opts.Layout.Subjects.StepEvent(kind), messages.StepEvent{
+		Kind: kind, RotationID: rr.RotationID, Step: step.Index, Host: step.Host, UID: step.RecordUID, Name: step.Script.Name,
 		Success: rr.Success, Error: rr.Error,
 	})
-	return rr, nil
+}
+
+// Attempts of a publish: each is short, so that a lost ack (a broker
+// restarting, a leader moving) costs one attempt, not the whole wait.
+const (
+	publishAttempt    = 5 * time.Second
+	maxPublishBackoff = 5 * time.Second
+)
+
+// retry calls publish with a short deadline per attempt until it succeeds
+// or ctx ends (the coordinator stopping). A publish with a message id is
+// idempotent: the stream drops a duplicate of a message that arrived.
+func (d *Dispatcher) retry(ctx context.Context, log zerolog.Logger, what string, publish func(context.Context) (*jetstream.PubAck, error)) (*jetstream.PubAck, error) {
+	backoff := time.Duration(0)
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		ack, err := publish(actx)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info().Int("attempt", attempt).Msg(what + ": succeeded after retries")
+			}
+			return ack, nil
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), maxPublishBackoff)
+		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", backoff).Msg(what)
+		select {
+		case <-ctx.Done():
+			return nil, errors.Join(err, ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
 }
 
 // task builds the task of one step, with its Keeper payload.
@@ -641,14 +714,13 @@ func (d *Dispatcher) Results(ctx context.Context, rotationID string, steps int) 
 	return out, nil
 }
 
-func (d *Dispatcher) publishResult(ctx context.Context, rr messages.RotationResult) error {
+func (d *Dispatcher) publishResult(ctx context.Context, rr messages.RotationResult) (*jetstream.PubAck, error) {
 	data, err := json.Marshal(rr)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = d.js.Publish(ctx, d.opts.Layout.Subjects.Result(rr.RotationID, rr.Step), data,
+	return d.js.Publish(ctx, d.opts.Layout.Subjects.Result(rr.RotationID, rr.Step), data,
 		jetstream.WithMsgID(messages.ResultMsgID(rr.RotationID, rr.Step)))
-	return err
 }
 
 // event publishes an event; a lost event is logged, never fatal.
@@ -662,10 +734,16 @@ func (d *Dispatcher) event(ctx context.Context, log zerolog.Logger, subject stri
 		ev = e
 	}
 	data, err := json.Marshal(ev)
-	if err == nil {
-		_, err = d.js.Publish(ctx, subject, data)
-	}
 	if err != nil {
-		log.Warn().Err(err).Str("subject", subject).Msg("publish event")
+		log.Error().Err(err).Str("subject", subject).Msg("encode event")
+		return
+	}
+	// An event must not hold a rotation up for long: a few short attempts.
+	ctx, cancel := context.WithTimeout(ctx, 3*publishAttempt)
+	defer cancel()
+	if _, err := d.retry(ctx, log, "publish event "+subject, func(ctx context.Context) (*jetstream.PubAck, error) {
+		return d.js.Publish(ctx, subject, data)
+	}); err != nil {
+		log.Error().Err(err).Str("subject", subject).Msg("event lost")
 	}
 }

@@ -166,9 +166,19 @@ func TestSignerWithoutWorkerKey(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: Run: %v", name, err)
 		}
-		want := `host "gw-1" has no enrolled worker key: run postrotate worker add gw-1`
-		if out.Success() || len(out.Results) != 1 || out.Results[0].Error != want {
-			t.Fatalf("%s: outcome %+v, want error %q", name, out, want)
+		want := `host "gw-1" has no enrolled worker: run postrotate worker add gw-1`
+		if out.Success() || len(out.Results) != 1 || out.Results[0].Error != want || out.Sent {
+			t.Fatalf("%s: outcome %+v, want error %q, nothing sent", name, out, want)
+		}
+		// The step that could not be sent has its published result and
+		// step event, like any other.
+		stored, err := d.Results(t.Context(), out.RotationID, 1)
+		if err != nil || len(stored) != 1 || stored[0].Error != want {
+			t.Fatalf("%s: published results %+v (%v), want the step's with error %q", name, stored, err, want)
+		}
+		ev := stepEvents(t, b.js, out.RotationID)
+		if len(ev) != 1 || ev[0].Kind != messages.EventFailed || ev[0].Step != 1 || ev[0].Error != want {
+			t.Fatalf("%s: step events %+v, want one failed event of step 1", name, ev)
 		}
 	}
 	s, err := b.js.Stream(t.Context(), "POSTROTATE_TASKS")
@@ -211,5 +221,38 @@ func TestRefusedTaskFailsStep(t *testing.T) {
 	stored, err := d.Results(t.Context(), id, 1)
 	if err != nil || len(stored) != 1 || stored[0].Error != rr.Error {
 		t.Fatalf("stored results %+v, %v", stored, err)
+	}
+}
+
+// stepEvents returns the step events of rotation id in the events stream.
+func stepEvents(t *testing.T, js jetstream.JetStream, id string) []messages.StepEvent {
+	t.Helper()
+	subj := messages.Subjects{}
+	cons, err := js.OrderedConsumer(t.Context(), subj.EventsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subj.StepEvent("*")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []messages.StepEvent
+	for {
+		batch, err := cons.FetchNoWait(100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev messages.StepEvent
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.RotationID == id {
+				out = append(out, ev)
+			}
+		}
+		if n == 0 {
+			return out
+		}
 	}
 }

@@ -293,3 +293,12 @@ func (s *Store) ReleaseStale(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Probe writes a small value under key (outside the run and lock keys):
+// it fails while the bucket cannot store anything.
+func (s *Store) Probe(ctx context.Context, key string) error {
+	if _, err := s.kv.Put(ctx, key, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	return nil
+}

@@ -133,11 +133,3 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, all)
 }
-
-func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.js.AccountInfo(r.Context()); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "jetstream: %v", err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}

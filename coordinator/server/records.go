@@ -33,8 +33,12 @@ type RecordSummary struct {
 // values hidden unless revealed), the current password and the history.
 type RecordView struct {
 	RecordSummary
-	Fields   []FieldView   `json:"fields"`
-	Password string        `json:"password,omitempty"`
+	Fields   []FieldView `json:"fields"`
+	Password string      `json:"password,omitempty"`
+	// Pending is the new password of a rotation that has not ended: it
+	// was stored before any task carried it, and becomes the password, or
+	// an uncommitted history entry, when the rotation ends.
+	Pending  *HistoryView  `json:"pending,omitempty"`
 	History  []HistoryView `json:"history"`
 	Revealed bool          `json:"revealed"`
 }
@@ -47,7 +51,8 @@ type FieldView struct {
 	Secret bool   `json:"secret,omitempty"`
 }
 
-// HistoryView is one previous password.
+// HistoryView is one previous password: Source "uncommitted" marks one a
+// rotation may have set on a target without taking effect.
 type HistoryView struct {
 	SetAt      time.Time `json:"set_at"`
 	RotationID string    `json:"rotation_id,omitempty"`
@@ -109,6 +114,9 @@ func (s *Server) Record(ctx context.Context, uid string, reveal bool) (RecordVie
 			fv.Value = hidden
 		}
 		v.Fields = append(v.Fields, fv)
+	}
+	if p := e.Pending; p != nil {
+		v.Pending = &HistoryView{SetAt: p.SetAt, RotationID: p.RotationID, Source: p.Source, Password: show(p.Password)}
 	}
 	for _, h := range e.History {
 		v.History = append(v.History, HistoryView{SetAt: h.SetAt, RotationID: h.RotationID, Source: h.Source, Password: show(h.Password)})

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -83,6 +84,18 @@ type Options struct {
 	// APIToken, when set, must come as "Authorization: Bearer <token>"
 	// with every HTTP request but GET /healthz.
 	APIToken string
+	// StoreRetry bounds the wait between two attempts of a store write
+	// that failed (the pending password, a run's outcome, its lock): they
+	// are retried until they succeed or the server stops. Defaults to 5s.
+	StoreRetry time.Duration
+	// HealthEvery is how often the server checks whether store writes
+	// have been failing long enough (10s) to call Heal. Defaults to 5s.
+	HealthEvery time.Duration
+	// Heal, when set, is called while JetStream writes fail (a full disk):
+	// the embedded broker restarts JetStream once space is back
+	// (broker.Heal), since nats-server keeps refusing writes to a store
+	// that failed one until it is reloaded.
+	Heal func() error
 }
 
 // Server runs rotations.
@@ -99,6 +112,10 @@ type Server struct {
 	// idMu serializes enrolments, so that OnWorkers always gets the
 	// latest list last.
 	idMu sync.Mutex
+
+	// fault is the last store write failure, nil once a write succeeds
+	// again: GET /healthz answers 503 with it.
+	fault atomic.Pointer[storeFault]
 
 	mu      sync.Mutex
 	quit    chan struct{} // closed by Stop
@@ -127,6 +144,8 @@ func New(js jetstream.JetStream, opts Options) (*Server, error) {
 		log = *opts.Logger
 	}
 	opts.Dispatch.Logger = cmp.Or(opts.Dispatch.Logger, &log)
+	opts.StoreRetry = cmp.Or(opts.StoreRetry, 5*time.Second)
+	opts.HealthEvery = cmp.Or(opts.HealthEvery, 5*time.Second)
 	if opts.Key == nil {
 		k := vault.NewKey()
 		opts.Key = &k
@@ -192,6 +211,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.resume(ctx); err != nil {
 		return err
 	}
+	s.startHealth()
 	return s.startScheduler()
 }
 
@@ -314,7 +334,11 @@ func (s *Server) resume(ctx context.Context) error {
 				err = errors.New("its credentials were not stored")
 			}
 			log.Error().Err(err).Msg("rotation cannot be resumed")
-			s.finish(ctx, run, dispatch.Outcome{}, fmt.Errorf("cannot resume after a coordinator restart: %w", err))
+			// Its tasks may have left: what the pending password is, is
+			// kept as uncommitted.
+			if err := s.finish(ctx, run, dispatch.Outcome{Sent: true}, fmt.Errorf("cannot resume after a coordinator restart: %w", err)); err != nil {
+				return err
+			}
 			continue
 		}
 		log.Info().Msg("resuming rotation")
@@ -399,10 +423,18 @@ func (s *Server) launch(run runs.Run, p *plan.Plan, resume bool) {
 			case <-ctx.Done():
 			}
 		}()
+		// Write-ahead: the new password is in the record store before any
+		// task that carries it is published.
+		if err := s.durably(ctx, "store the pending password", run.ID, func(ctx context.Context) error {
+			return s.vault.SetPending(ctx, run.User, run.Secret.NewPassword, run.ID)
+		}); err != nil {
+			s.log.Info().Str("rotation_id", run.ID).Msg("rotation not started: stopping; it starts at the next start")
+			return
+		}
 		_, _ = s.disp.Run(ctx, dispatch.Rotation{
 			ID: run.ID, Plan: p, NewPassword: run.Secret.NewPassword, OldPassword: run.Secret.OldPassword, Resume: resume,
-			BeforeFinish: func(out dispatch.Outcome, err error) {
-				s.finish(context.WithoutCancel(ctx), run, out, err)
+			BeforeFinish: func(out dispatch.Outcome, err error) error {
+				return s.finish(ctx, run, out, err)
 			},
 		})
 		if ctx.Err() != nil {
@@ -412,8 +444,12 @@ func (s *Server) launch(run runs.Run, p *plan.Plan, resume bool) {
 	}()
 }
 
-// finish records the end of a run and releases the user's lock.
-func (s *Server) finish(ctx context.Context, run runs.Run, out dispatch.Outcome, err error) {
+// finish records the end of a run: the new password committed, or kept as
+// uncommitted when a target may hold it, the run stored finished, then the
+// user's lock released — in that order, each write retried until it
+// succeeds. It returns an error only when ctx ended first: the run stays
+// running in the store and is finished by the next start.
+func (s *Server) finish(ctx context.Context, run runs.Run, out dispatch.Outcome, err error) error {
 	now := s.opts.Now()
 	secret := run.Secret
 	run.Secret = nil
@@ -436,38 +472,46 @@ func (s *Server) finish(ctx context.Context, run runs.Run, out dispatch.Outcome,
 	if err != nil {
 		run.Error = err.Error()
 	}
-	run.Note += s.record(ctx, run, secret, out)
-	if perr := s.store.Put(ctx, run); perr != nil {
-		s.log.Error().Err(perr).Str("rotation_id", run.ID).Msg("store finished run")
+	committed := out.Effect == dispatch.EffectCommitted || out.StillSet
+	if !committed && out.Sent {
+		run.Note += "; the new password may be on a target: it is kept in the record's history as uncommitted"
 	}
-	if uerr := s.store.Unlock(ctx, run.User, run.ID); uerr != nil {
-		s.log.Error().Err(uerr).Str("rotation_id", run.ID).Msg("release user lock")
+	steps := []struct {
+		what string
+		do   func(context.Context) error
+	}{
+		{"store the rotation's password", func(ctx context.Context) error { return s.settle(ctx, run, secret, out) }},
+		{"note the rotation on the record", func(ctx context.Context) error {
+			return s.vault.SetLastRotation(ctx, run.User, vault.Rotation{ID: run.ID, State: string(run.State), At: run.FinishedAt, Note: run.Effect + ": " + run.Note})
+		}},
+		{"store the finished run", func(ctx context.Context) error { return s.store.Put(ctx, run) }},
+		{"release the user lock", func(ctx context.Context) error { return s.store.Unlock(ctx, run.User, run.ID) }},
 	}
+	for _, st := range steps {
+		if err := s.durably(ctx, st.what, run.ID, st.do); err != nil {
+			return fmt.Errorf("%s: %w", st.what, err)
+		}
+	}
+	return nil
 }
 
-// record commits the new password of a rotation that took effect, keeps a
-// password that may have reached the resource without taking effect, and
-// notes the rotation on the user's record. A failure here is logged and
-// returned as an addition to the run's note.
-func (s *Server) record(ctx context.Context, run runs.Run, secret *runs.Secret, out dispatch.Outcome) (note string) {
-	log := s.log.With().Str("rotation_id", run.ID).Str("user_uid", run.User).Logger()
+// settle puts the rotation's new password where it belongs: committed
+// when the rotation took effect (or a failed rollback left it set); kept
+// in the history as uncommitted when a task carrying it may have left;
+// dropped from pending only when nothing carried it anywhere.
+func (s *Server) settle(ctx context.Context, run runs.Run, secret *runs.Secret, out dispatch.Outcome) error {
+	newPassword := ""
 	if secret != nil {
-		var err error
-		switch {
-		case out.Effect == dispatch.EffectCommitted || out.StillSet:
-			err = s.vault.Commit(ctx, run.User, secret.NewPassword, run.ID)
-		case out.MayHaveChanged:
-			err = s.vault.KeepUncommitted(ctx, run.User, secret.NewPassword, run.ID)
-		}
-		if err != nil {
-			log.Error().Err(err).Str("effect", run.Effect).Msg("store the rotation's password")
-			note = "; storing the password failed: " + err.Error()
-		}
+		newPassword = secret.NewPassword
 	}
-	if err := s.vault.SetLastRotation(ctx, run.User, vault.Rotation{ID: run.ID, State: string(run.State), At: run.FinishedAt, Note: run.Effect + ": " + run.Note + note}); err != nil {
-		log.Warn().Err(err).Msg("note the rotation on the record")
+	switch {
+	case (out.Effect == dispatch.EffectCommitted || out.StillSet) && newPassword != "":
+		return s.vault.Commit(ctx, run.User, newPassword, run.ID)
+	case out.Sent || out.MayHaveChanged:
+		return s.vault.KeepUncommitted(ctx, run.User, newPassword, run.ID)
+	default:
+		return s.vault.DropPending(ctx, run.User, run.ID)
 	}
-	return note
 }
 
 // View is a run with the results of its steps so far.

@@ -91,8 +91,9 @@ type Version struct {
 	SetAt time.Time `json:"set_at"`
 	// RotationID is the rotation that committed it, if any.
 	RotationID string `json:"rotation_id,omitempty"`
-	// Source is SourceInventory, SourceRotation, SourceForced or, in the
-	// history only, SourceUncommitted.
+	// Source is SourceInventory, SourceRotation, SourceForced, in the
+	// history only SourceUncommitted, and SourcePending for
+	// Entry.Pending.
 	Source string `json:"source"`
 }
 
@@ -122,9 +123,15 @@ type Entry struct {
 	// is not updated while an edited inventory password is refused in
 	// favour of a rotated one (ApplyReport.KeptRotated).
 	InventoryPassword string
-	// History holds the previous passwords, newest first, at most
-	// Options.HistoryLimit.
+	// History holds the previous passwords, newest first: at most
+	// Options.HistoryLimit of them, plus every SourceUncommitted one, which
+	// is never trimmed (it may be the only copy of what a target holds).
 	History []Version
+	// Pending is the new password of the rotation running for this
+	// record, stored before any task that carries it is published
+	// (write-ahead): SetPending. The rotation's end commits it or moves it
+	// to History as SourceUncommitted; nil when no rotation is pending.
+	Pending *Version
 	// LastRotation summarises the last rotation; nil before the first.
 	LastRotation *Rotation
 	// InInventory is false for a record applied before but absent from the
@@ -333,8 +340,16 @@ func (s *Store) Commit(ctx context.Context, uid, newPassword, rotationID string)
 	}
 	now := s.now()
 	err := s.modify(ctx, uid, func(e *Entry) error {
+		pending := e.Pending != nil && e.Pending.RotationID == rotationID
+		if pending {
+			e.Pending = nil
+		}
 		if e.Source == SourceRotation && e.Current.Password == newPassword && e.Current.RotationID == rotationID {
-			return errNoChange
+			if !pending {
+				return errNoChange
+			}
+			e.UpdatedAt = now
+			return nil
 		}
 		s.setCurrent(e, Version{Password: newPassword, SetAt: now, RotationID: rotationID, Source: SourceRotation})
 		e.Source = SourceRotation
@@ -366,13 +381,28 @@ func (s *Store) SetLastRotation(ctx context.Context, uid string, r Rotation) err
 // the record's password field takes v.Password.
 func (s *Store) setCurrent(e *Entry, v Version) {
 	if e.Current.Password != "" {
-		h := make([]Version, 0, len(e.History)+1)
-		h = append(h, e.Current)
-		h = append(h, e.History...)
-		e.History = h[:min(len(h), s.opts.HistoryLimit)]
+		e.History = s.trim(append([]Version{e.Current}, e.History...))
 	}
 	e.Current = v
 	setPassword(&e.Record, v.Password)
+}
+
+// trim keeps the newest HistoryLimit previous passwords of h (newest
+// first) and every uncommitted one: a password that may be on a target is
+// never dropped.
+func (s *Store) trim(h []Version) []Version {
+	out := make([]Version, 0, min(len(h), s.opts.HistoryLimit+1))
+	kept := 0
+	for _, v := range h {
+		switch {
+		case v.Source == SourceUncommitted:
+			out = append(out, v)
+		case kept < s.opts.HistoryLimit:
+			out = append(out, v)
+			kept++
+		}
+	}
+	return out
 }
 
 // now returns the time in UTC, without monotonic reading, as stored.

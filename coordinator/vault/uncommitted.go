@@ -4,38 +4,132 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // SourceUncommitted marks a history entry that is not a previous password
-// but one a rotation may have set on the resource without taking effect (a
-// failed built-in rotation without rollback, a failed rollback): kept so
-// that a person can find it.
+// but one a rotation may have set on a target without taking effect (a
+// script that failed, was in doubt or never reported; a failed built-in
+// rotation without rollback; a failed rollback): kept so that a person can
+// find it. It is never trimmed from the history.
 const SourceUncommitted = "uncommitted"
 
+// SourcePending marks Entry.Pending: the new password of a rotation that
+// has not ended yet.
+const SourcePending = "pending"
+
+// SetPending stores password as the pending credential of rotation
+// rotationID on uid, before anything that carries it leaves the
+// coordinator (write-ahead): whatever happens next, the password a target
+// may be given is in the store. A pending password of another rotation
+// still there (a rotation that ended without settling it) moves to the
+// history as uncommitted: it is never dropped. Setting it again for the
+// same rotation changes nothing.
+func (s *Store) SetPending(ctx context.Context, uid, password, rotationID string) error {
+	if password == "" {
+		return fmt.Errorf("store pending password of record %s: empty password", uid)
+	}
+	now := s.now()
+	err := s.modify(ctx, uid, func(e *Entry) error {
+		if p := e.Pending; p != nil && p.RotationID == rotationID {
+			if p.Password != password {
+				return fmt.Errorf("store pending password of record %s: rotation %s has another pending password", uid, rotationID)
+			}
+			return errNoChange
+		}
+		if settled(*e, rotationID) {
+			return errNoChange // resumed after its end was stored
+		}
+		s.settle(e, now)
+		e.Pending = &Version{Password: password, SetAt: now, RotationID: rotationID, Source: SourcePending}
+		e.UpdatedAt = now
+		return nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("store pending password of record %s: %w", uid, ErrNotFound)
+	}
+	return err
+}
+
+// settled reports whether rotation rotationID's password was committed or
+// kept as uncommitted already.
+func settled(e Entry, rotationID string) bool {
+	if e.Current.RotationID == rotationID {
+		return true
+	}
+	for _, h := range e.History {
+		if h.RotationID == rotationID {
+			return true
+		}
+	}
+	return false
+}
+
+// settle moves e's pending password, if any, to the front of the history
+// as uncommitted.
+func (s *Store) settle(e *Entry, now time.Time) {
+	p := e.Pending
+	if p == nil {
+		return
+	}
+	e.Pending = nil
+	for _, h := range e.History {
+		if h.Source == SourceUncommitted && h.RotationID == p.RotationID {
+			return
+		}
+	}
+	e.History = s.trim(append([]Version{{Password: p.Password, SetAt: now, RotationID: p.RotationID, Source: SourceUncommitted}}, e.History...))
+}
+
 // KeepUncommitted keeps password, which rotation rotationID may have set on
-// the resource of uid without committing it, at the front of the history.
-// The current password does not change. Keeping it again for the same
-// rotation changes nothing.
+// a target of uid without committing it, at the front of the history (the
+// rotation's pending password moves there). The current password does not
+// change. Keeping it again for the same rotation changes nothing.
 func (s *Store) KeepUncommitted(ctx context.Context, uid, password, rotationID string) error {
 	if password == "" {
 		return fmt.Errorf("keep password of record %s: empty password", uid)
 	}
 	now := s.now()
 	err := s.modify(ctx, uid, func(e *Entry) error {
+		if p := e.Pending; p != nil && p.RotationID == rotationID {
+			s.settle(e, now)
+			e.UpdatedAt = now
+			return nil
+		}
+		if password == "" {
+			return errNoChange
+		}
 		for _, h := range e.History {
 			if h.Source == SourceUncommitted && h.RotationID == rotationID {
 				return errNoChange
 			}
 		}
-		h := make([]Version, 0, len(e.History)+1)
-		h = append(h, Version{Password: password, SetAt: now, RotationID: rotationID, Source: SourceUncommitted})
-		h = append(h, e.History...)
-		e.History = h[:min(len(h), max(s.opts.HistoryLimit, 1))]
+		e.History = s.trim(append([]Version{{Password: password, SetAt: now, RotationID: rotationID, Source: SourceUncommitted}}, e.History...))
 		e.UpdatedAt = now
 		return nil
 	})
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("keep password of record %s: %w", uid, ErrNotFound)
+	}
+	return err
+}
+
+// DropPending removes the pending password of rotation rotationID from
+// uid: for a rotation that ended without any task carrying it having been
+// published, so that no target can hold it. Nothing else changes; a
+// pending password of another rotation stays.
+func (s *Store) DropPending(ctx context.Context, uid, rotationID string) error {
+	now := s.now()
+	err := s.modify(ctx, uid, func(e *Entry) error {
+		if p := e.Pending; p == nil || p.RotationID != rotationID {
+			return errNoChange
+		}
+		e.Pending = nil
+		e.UpdatedAt = now
+		return nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("drop pending password of record %s: %w", uid, ErrNotFound)
 	}
 	return err
 }

@@ -21,6 +21,7 @@ type storedEntry struct {
 	Current           Version    `json:"current"`
 	InventoryPassword string     `json:"inventory_password"`
 	History           []Version  `json:"history,omitempty"`
+	Pending           *Version   `json:"pending,omitempty"`
 	LastRotation      *Rotation  `json:"last_rotation,omitempty"`
 	InInventory       bool       `json:"in_inventory"`
 	UpdatedAt         time.Time  `json:"updated_at"`
@@ -181,6 +182,7 @@ func (e Entry) stored() storedEntry {
 		Current:           e.Current,
 		InventoryPassword: e.InventoryPassword,
 		History:           e.History,
+		Pending:           e.Pending,
 		LastRotation:      e.LastRotation,
 		InInventory:       e.InInventory,
 		UpdatedAt:         e.UpdatedAt,
@@ -194,6 +196,7 @@ func (s storedEntry) entry() Entry {
 		Current:           s.Current,
 		InventoryPassword: s.InventoryPassword,
 		History:           s.History,
+		Pending:           s.Pending,
 		LastRotation:      s.LastRotation,
 		InInventory:       s.InInventory,
 		UpdatedAt:         s.UpdatedAt,

@@ -1,0 +1,57 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// MinFree is the free space Heal wants on the store's file system before it
+// restarts JetStream.
+const MinFree = 4 << 20
+
+// ErrNoSpace is wrapped by Heal's error while the store's file system has
+// less than MinFree bytes free.
+var ErrNoSpace = errors.New("not enough free space for the jetstream store")
+
+// Heal restarts JetStream (its streams and consumers are reloaded from the
+// store; clients keep their connections) once the store's file system has
+// MinFree bytes free again. nats-server keeps refusing every write to a
+// stream whose file store failed one (a full disk: "no space left on
+// device", then "lmb missing") until the stream is reloaded; the server
+// calls Heal while its writes fail, so that they work again once space
+// returns, without a restart of the process.
+func (b *Broker) Heal() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	dir := b.base.StoreDir
+	free, err := freeBytes(dir)
+	if err != nil {
+		return fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	if free < MinFree {
+		return fmt.Errorf("%w: %d bytes free in %s (at least %d needed): free some space", ErrNoSpace, free, dir, MinFree)
+	}
+	if b.srv.JetStreamEnabled() {
+		if err := b.srv.ShutdownJetStream(); err != nil {
+			return fmt.Errorf("stop jetstream: %w", err)
+		}
+	}
+	o := b.base
+	cfg := &server.JetStreamConfig{
+		StoreDir:     o.StoreDir,
+		SyncInterval: o.SyncInterval,
+		SyncAlways:   o.SyncAlways,
+		Strict:       !o.NoJetStreamStrict,
+		MaxMemory:    o.JetStreamMaxMemory,
+		MaxStore:     o.JetStreamMaxStore,
+		Domain:       o.JetStreamDomain,
+		CompressOK:   true,
+		UniqueTag:    o.JetStreamUniqueTag,
+	}
+	if err := b.srv.EnableJetStream(cfg); err != nil {
+		return fmt.Errorf("restart jetstream: %w", err)
+	}
+	return nil
+}
