@@ -84,11 +84,9 @@ func (s *Store) settle(e *Entry, now time.Time) {
 // KeepUncommitted keeps password, which rotation rotationID may have set on
 // a target of uid without committing it, at the front of the history (the
 // rotation's pending password moves there). The current password does not
-// change. Keeping it again for the same rotation changes nothing.
+// change. Keeping it again for the same rotation changes nothing. An empty
+// password keeps only the rotation's pending password, if any.
 func (s *Store) KeepUncommitted(ctx context.Context, uid, password, rotationID string) error {
-	if password == "" {
-		return fmt.Errorf("keep password of record %s: empty password", uid)
-	}
 	now := s.now()
 	err := s.modify(ctx, uid, func(e *Entry) error {
 		if p := e.Pending; p != nil && p.RotationID == rotationID {
