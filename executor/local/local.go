@@ -44,6 +44,9 @@ type Options struct {
 // Local runs scripts as processes on this machine.
 type Local struct {
 	opts Options
+	// noCgroup and cgroupByProcs are set by tests only: run scripts
+	// without a cgroup, or move them into it after they start.
+	noCgroup, cgroupByProcs bool
 }
 
 var _ executor.Executor = (*Local)(nil)
@@ -70,6 +73,7 @@ func New(opts Options) *Local {
 	}
 	opts.InheritEnv = append([]string(nil), opts.InheritEnv...)
 	opts.Env = append([]string(nil), opts.Env...)
+	_ = containment() // decided once, at the first New
 	return &Local{opts: opts}
 }
 
@@ -114,6 +118,11 @@ func (l *Local) Run(ctx context.Context, job executor.Job) (executor.Result, err
 	stdout := executor.NewOutput(job.EffectiveOutputLimit())
 	stderr := executor.NewOutput(job.EffectiveOutputLimit())
 	env := l.environ(job, dir)
+	t, err := l.newTree()
+	if err != nil {
+		return notStarted("contain process tree", err)
+	}
+	defer t.release()
 	newCmd := func() *exec.Cmd {
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Dir = dir
@@ -123,31 +132,20 @@ func (l *Local) Run(ctx context.Context, job executor.Job) (executor.Result, err
 		} // else the null device: EOF at once
 		cmd.Stdout, cmd.Stderr = stdout, stderr
 		cmd.WaitDelay = l.opts.WaitDelay
-		prepare(cmd)
+		t.prepare(cmd)
 		return cmd
 	}
 
 	res.StartedAt = time.Now()
-	cmd := newCmd()
-	err = cmd.Start()
-	// A script run by its shebang is executed right after it was written: a
-	// process forked meanwhile by another goroutine may still hold the
-	// written file open ("text file busy") until it execs. Retry briefly.
-	for attempt := 0; attempt < 5 && errors.Is(err, syscall.ETXTBSY); attempt++ {
-		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
-		cmd = newCmd()
-		err = cmd.Start()
-	}
+	cmd, err := start(newCmd, t)
 	if err != nil {
 		return notStarted("start "+argv[0], err)
 	}
-	t, err := track(cmd)
-	if err != nil {
+	if err := t.started(cmd); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return notStarted("track process tree", err)
 	}
-	defer t.release()
 
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -194,6 +192,26 @@ func (l *Local) Run(ctx context.Context, job executor.Job) (executor.Result, err
 		res.Error = mask.Mask("wait: " + waitErr.Error())
 	}
 	return res, nil
+}
+
+// start starts the command newCmd returns, again when t asks for it or when
+// the script is briefly busy. A script run by its shebang is executed right
+// after it was written: a process forked meanwhile by another goroutine may
+// still hold the written file open ("text file busy") until it execs.
+func start(newCmd func() *exec.Cmd, t *tree) (*exec.Cmd, error) {
+	for attempt := 0; ; attempt++ {
+		cmd := newCmd()
+		err := cmd.Start()
+		switch {
+		case err == nil:
+			return cmd, nil
+		case errors.Is(err, syscall.ETXTBSY) && attempt < 5:
+			time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+		case t.retryStart(err):
+		default:
+			return nil, err
+		}
+	}
 }
 
 // stop kills the process tree: it asks it to stop, gives it KillGrace, then

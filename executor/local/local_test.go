@@ -5,6 +5,7 @@ package local_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,8 +24,52 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(helper(mode))
+	}
 	goleak.VerifyTestMain(m)
 }
+
+// helperEnv, set in the environment of this test binary run again, makes it
+// a helper process: a worker for a test to kill.
+const helperEnv = "POSTROTATE_LOCAL_TEST_HELPER"
+
+// helper runs as a helper process. Mode "run" runs setsidScript, with
+// PIDDIR from its own environment, until it is killed; mode "sweep" calls
+// Sweep and prints "killed <n>".
+func helper(mode string) int {
+	switch mode {
+	case "run":
+		l := local.New(local.Options{Env: []string{"PIDDIR=" + os.Getenv("PIDDIR")}})
+		job := shJob("setsid.sh", setsidScript)
+		job.Script.Timeout = 10 * time.Minute
+		res, err := l.Run(context.Background(), job)
+		fmt.Fprintf(os.Stderr, "the script ended before the helper was killed: %+v, %v\n", res, err)
+	case "sweep":
+		n, err := local.Sweep()
+		if err == nil {
+			fmt.Printf("killed %d\n", n)
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, err)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown %s %q\n", helperEnv, mode)
+	}
+	return 1
+}
+
+// setsidScript starts a child that leaves the script's process group with
+// setsid, then a sleep in the background; the child, the script and the
+// sleep write their pids to files "child", "script" and "sleep" in $PIDDIR,
+// then the script prints "ready" and all hang.
+const setsidScript = `setsid sh -c 'echo $$ > "$PIDDIR/child.tmp" && mv "$PIDDIR/child.tmp" "$PIDDIR/child"; exec sleep 300' </dev/null >/dev/null 2>&1 &
+echo $$ > "$PIDDIR/script.tmp" && mv "$PIDDIR/script.tmp" "$PIDDIR/script"
+while [ ! -e "$PIDDIR/child" ]; do sleep 0.01; done
+sleep 300 &
+echo $! > "$PIDDIR/sleep.tmp" && mv "$PIDDIR/sleep.tmp" "$PIDDIR/sleep"
+echo ready
+wait
+`
 
 const testKillGrace = time.Second
 
@@ -64,6 +109,19 @@ func TestConformance(t *testing.T) {
 		New: func(t *testing.T) executor.Executor {
 			l, _ := setup(t, local.Options{})
 			return l
+		},
+		KillGrace: testKillGrace,
+	})
+}
+
+// TestConformanceWithoutCgroup runs the suite where scripts run without
+// their own cgroup, as where cgroup v2 is not writable: the process group
+// is killed.
+func TestConformanceWithoutCgroup(t *testing.T) {
+	executortest.Run(t, executortest.Harness{
+		New: func(t *testing.T) executor.Executor {
+			opts := local.Options{TempDir: t.TempDir(), KillGrace: testKillGrace}
+			return local.NewWithoutCgroup(opts)
 		},
 		KillGrace: testKillGrace,
 	})
