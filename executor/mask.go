@@ -1,6 +1,8 @@
 package executor
 
 import (
+	"cmp"
+	"slices"
 	"strings"
 
 	"github.com/postrotate/postrotate/payload"
@@ -11,15 +13,56 @@ const Mask = "********"
 
 // Masker replaces secrets in text by [Mask]. A nil or empty Masker leaves
 // text unchanged. A Masker is safe for concurrent use.
+//
+// Masking takes one pass over the text whatever the number of variants: a
+// variant of at least 4 bytes is looked up only where the text holds its
+// first 4 bytes (a bit set by hash, then a map, tell those positions), and
+// only shorter variants are searched one by one.
 type Masker struct {
-	variants []string // longest first
+	variants []string            // longest first
+	short    []string            // variants shorter than anchorLen, longest first
+	anchored map[uint32][]string // the others by their first anchorLen bytes, longest first
+	filter   *anchorFilter       // the hashes of anchored's keys; nil when it is empty
+}
+
+// anchorLen is the length of the prefix by which a Masker finds where a
+// variant may start.
+const anchorLen = 4
+
+// anchorFilter has one bit per hash of an anchor: 2^anchorBits bits.
+type anchorFilter [1 << anchorBits / 64]uint64
+
+const anchorBits = 16
+
+// anchorHash returns the bit of a in an anchorFilter.
+func anchorHash(a uint32) uint32 { return (a * 0x9e3779b1) >> (32 - anchorBits) }
+
+// anchorAt returns the anchorLen bytes of s at i as a number; i+3 < len(s).
+func anchorAt(s string, i int) uint32 {
+	_ = s[i+3]
+	return uint32(s[i]) | uint32(s[i+1])<<8 | uint32(s[i+2])<<16 | uint32(s[i+3])<<24
 }
 
 // NewMasker returns a masker for the secrets and every form
 // [payload.SecretVariants] derives from them (base64, URL-encoded,
 // JSON-escaped...). Empty secrets are ignored.
 func NewMasker(secrets ...string) *Masker {
-	return &Masker{variants: payload.SecretVariants(secrets...)}
+	m := &Masker{variants: payload.SecretVariants(secrets...)}
+	for _, v := range m.variants {
+		if len(v) < anchorLen {
+			m.short = append(m.short, v)
+			continue
+		}
+		if m.anchored == nil {
+			m.anchored = make(map[uint32][]string)
+			m.filter = new(anchorFilter)
+		}
+		a := anchorAt(v, 0)
+		m.anchored[a] = append(m.anchored[a], v)
+		h := anchorHash(a)
+		m.filter[h/64] |= 1 << (h % 64)
+	}
+	return m
 }
 
 // Mask returns s with every occurrence of every variant replaced by [Mask].
@@ -29,46 +72,69 @@ func (m *Masker) Mask(s string) string {
 	if m == nil || len(m.variants) == 0 || s == "" {
 		return s
 	}
-	var hidden []bool // lazily allocated: most output holds no secret
-	for _, v := range m.variants {
-		end := 0 // bytes before end are already marked for this variant
-		for i := 0; i+len(v) <= len(s); {
-			j := strings.Index(s[i:], v)
-			if j < 0 {
-				break
+	var spans []span // the occurrences, by start
+	if f := m.filter; f != nil {
+		for i := 0; i+anchorLen <= len(s); i++ {
+			a := anchorAt(s, i)
+			if h := anchorHash(a); f[h/64]&(1<<(h%64)) == 0 {
+				continue
 			}
-			start := i + j
-			if hidden == nil {
-				hidden = make([]bool, len(s))
+			for _, v := range m.anchored[a] { // longest first: the first found covers the others
+				if strings.HasPrefix(s[i:], v) {
+					spans = addSpan(spans, i, i+len(v))
+					break
+				}
 			}
-			for k := max(start, end); k < start+len(v); k++ {
-				hidden[k] = true
-			}
-			end = start + len(v)
-			i = start + 1 // occurrences may overlap
 		}
 	}
-	if hidden == nil {
+	if len(m.short) > 0 {
+		sorted := len(spans)
+		for _, v := range m.short {
+			for i := 0; i+len(v) <= len(s); {
+				j := strings.Index(s[i:], v)
+				if j < 0 {
+					break
+				}
+				spans = append(spans, span{i + j, i + j + len(v)})
+				i += j + 1 // occurrences may overlap
+			}
+		}
+		if len(spans) > sorted {
+			slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+			merged := spans[:0]
+			for _, sp := range spans {
+				merged = addSpan(merged, sp.start, sp.end)
+			}
+			spans = merged
+		}
+	}
+	if len(spans) == 0 {
 		return s
 	}
 	var b strings.Builder
 	b.Grow(len(s))
-	for i := 0; i < len(s); {
-		if !hidden[i] {
-			j := i
-			for j < len(s) && !hidden[j] {
-				j++
-			}
-			b.WriteString(s[i:j])
-			i = j
-			continue
-		}
-		for i < len(s) && hidden[i] {
-			i++
-		}
+	prev := 0
+	for _, sp := range spans {
+		b.WriteString(s[prev:sp.start])
 		b.WriteString(Mask)
+		prev = sp.end
 	}
+	b.WriteString(s[prev:])
 	return b.String()
+}
+
+// span is the bytes [start, end) of a text.
+type span struct{ start, end int }
+
+// addSpan adds [start, end) to spans, which are sorted, disjoint and not
+// adjacent, and end before start or overlap it: merged with the last span
+// when they overlap or touch.
+func addSpan(spans []span, start, end int) []span {
+	if n := len(spans); n > 0 && start <= spans[n-1].end {
+		spans[n-1].end = max(spans[n-1].end, end)
+		return spans
+	}
+	return append(spans, span{start, end})
 }
 
 // MaskCut masks the two sides of a cut in a stream: head is what came before

@@ -88,16 +88,30 @@ func ExampleSecretVariants() {
 	}
 	masker := strings.NewReplacer(pairs...)
 	fmt.Println(masker.Replace(`set {"password":"p&ss/w\u00f6rd"} = cCZzcy93w7ZyZA==`))
+	fmt.Println(masker.Replace(`GET /login?pw=p%26ss%2fw%c3%b6rd <b>p&amp;ss/wörd</b> P&SS/WÖRD`))
 	// Output:
+	// %70%26%73%73%2F%77%C3%B6%72%64
+	// %70%26%73%73%2f%77%c3%b6%72%64
+	// 702673732f77c3b67264
+	// 702673732F77C3B67264
 	// p%26ss%2Fw%C3%B6rd
+	// p%26ss%2fw%c3%b6rd
 	// cCZzcy93w7ZyZA==
+	// p%26ss/w%C3%B6rd
+	// p%26ss/w%c3%b6rd
 	// p&ss%2Fw%C3%B6rd
+	// p&ss%2fw%c3%b6rd
 	// p\u0026ss/wörd
 	// cCZzcy93w7ZyZA
 	// p&ss/w\u00f6rd
+	// p&ss/w%C3%B6rd
+	// p&ss/w%c3%b6rd
+	// p&amp;ss/wörd
 	// cCZzcy93w7ZyZ
 	// wJnNzL3fDtnJk
 	// Amc3Mvd8O2cm
 	// p&ss/wörd
+	// P&SS/WÖRD
 	// set {"password":"***"} = ***
+	// GET /login?pw=*** <b>***</b> ***
 }

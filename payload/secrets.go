@@ -2,6 +2,7 @@ package payload
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -152,6 +153,12 @@ func otpSeed(uri string) string {
 // unrelated output.
 const minShiftedLen = 8
 
+// minLooseLen is the shortest secret (in bytes) whose upper- and lower-cased
+// forms and hex SecretVariants returns. Those forms are not escapes of the
+// secret that only it produces: a 1-byte secret's upper case is any other
+// letter, its hex two digits of any number.
+const minLooseLen = 4
+
 // SecretVariants returns every form in which one of the secrets may show up
 // in a script's output, for a masker to replace in order:
 //
@@ -165,7 +172,17 @@ const minShiftedLen = 8
 //   - its JSON-escaped forms as Go writes them (with and without HTML
 //     escaping) and as Python's json.dumps writes them (ensure_ascii true
 //     and false);
-//   - its URL-encoded forms (query and path escaping).
+//   - its percent-encoded forms, with upper- and lower-case hex digits, as
+//     Go's url.QueryEscape and url.PathEscape, JavaScript's
+//     encodeURIComponent and encodeURI, Python's quote (safe "" and "/")
+//     and quote_plus, Java's URLEncoder, PHP's urlencode and .NET's
+//     WebUtility.UrlEncode write them, and with every byte escaped;
+//   - its HTML-escaped forms: &amp; &lt; &gt;, with the quotes as &#34;
+//     and &#39; (Go), &quot; and &#x27; (Python), &#39;, &#039; or &apos;,
+//     or left alone, NUL as U+FFFD (Go's templates) and '+' as &#43; (Go's
+//     html/template);
+//   - for a secret of at least 4 bytes, its upper- and lower-case forms and
+//     the hex of its bytes in lower and upper case.
 //
 // Empty secrets are dropped, duplicates removed, and the result is sorted
 // longest first (ties in the order above), so that a masker replacing in
@@ -193,12 +210,147 @@ func SecretVariants(secrets ...string) []string {
 		s.add(jsonEscape(secret, false))
 		s.add(pythonJSONEscape(secret, true))
 		s.add(pythonJSONEscape(secret, false))
-		s.add(url.QueryEscape(secret))
+		for _, style := range percentStyles {
+			e := style.encode(secret)
+			s.add(e)
+			s.add(lowerPercentHex(e))
+		}
 		s.add(url.PathEscape(secret))
+		s.add(lowerPercentHex(url.PathEscape(secret)))
+		for _, style := range htmlStyles {
+			s.add(style.escape(secret))
+		}
+		if len(secret) >= minLooseLen {
+			s.add(strings.ToUpper(secret))
+			s.add(strings.ToLower(secret))
+			h := hex.EncodeToString([]byte(secret))
+			s.add(h)
+			s.add(strings.ToUpper(h))
+		}
 	}
 	out := s.list
 	slices.SortStableFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
+}
+
+// percentStyle is one way of percent-encoding a string: the bytes of its
+// UTF-8 that are ASCII letters or digits or among keep are kept (unless
+// every byte is escaped), a space becomes "+" when plus is set, and every
+// other byte becomes "%XX" with upper-case hex digits.
+type percentStyle struct {
+	keep  string
+	plus  bool
+	every bool
+}
+
+// percentStyles are the percent-encodings SecretVariants covers, besides
+// Go's url.PathEscape, which it calls.
+var percentStyles = []percentStyle{
+	{keep: "-_.~", plus: true},     // Go url.QueryEscape, Python quote_plus
+	{keep: "-_.!~*'()"},            // JavaScript encodeURIComponent
+	{keep: "-_.!~*'();/?:@&=+$,#"}, // JavaScript encodeURI
+	{keep: "-_.~"},                 // Python quote(s, safe=""), RFC 3986: PHP rawurlencode, .NET Uri.EscapeDataString
+	{keep: "-_.~/"},                // Python quote(s), whose default is safe="/"
+	{keep: "-_.*", plus: true},     // Java URLEncoder.encode
+	{keep: "-_.", plus: true},      // PHP urlencode
+	{keep: "-_.!*()", plus: true},  // .NET WebUtility.UrlEncode
+	{every: true},                  // every byte, letters and digits too
+}
+
+// encode returns s percent-encoded in style p.
+func (p percentStyle) encode(s string) string {
+	const upperHex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case !p.every && (isASCIIAlnum(c) || strings.IndexByte(p.keep, c) >= 0):
+			b.WriteByte(c)
+		case !p.every && p.plus && c == ' ':
+			b.WriteByte('+')
+		default:
+			b.WriteByte('%')
+			b.WriteByte(upperHex[c>>4])
+			b.WriteByte(upperHex[c&15])
+		}
+	}
+	return b.String()
+}
+
+func isASCIIAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// lowerPercentHex returns the percent-encoded s with the two hex digits
+// after every '%' in lower case. Every percent-encoding escapes '%' itself,
+// so each '%' in s starts an escape.
+func lowerPercentHex(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	b := []byte(s)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' {
+			b[i+1], b[i+2] = toLowerASCII(b[i+1]), toLowerASCII(b[i+2])
+			i += 2
+		}
+	}
+	return string(b)
+}
+
+func toLowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// htmlStyle is one way of escaping a string for HTML or XML: '&', '<' and
+// '>' always become &amp; &lt; &gt;; '"', '\”, '+' and NUL become quot,
+// apos, plus and nul when those are not empty.
+type htmlStyle struct {
+	quot, apos, plus, nul string
+}
+
+// htmlStyles are the HTML escapings SecretVariants covers.
+var htmlStyles = []htmlStyle{
+	{quot: "&#34;", apos: "&#39;"},                               // Go html.EscapeString, Jinja2 (MarkupSafe)
+	{quot: "&#34;", apos: "&#39;", nul: "\uFFFD"},                // Go text/template HTMLEscapeString
+	{quot: "&#34;", apos: "&#39;", plus: "&#43;", nul: "\uFFFD"}, // Go html/template, in HTML text
+	{quot: "&quot;", apos: "&#x27;"},                             // Python html.escape, Django
+	{quot: "&quot;", apos: "&#39;"},                              // lodash _.escape, Ruby CGI.escapeHTML, .NET WebUtility.HtmlEncode, Spring HtmlUtils
+	{quot: "&quot;", apos: "&#039;"},                             // PHP htmlspecialchars (ENT_QUOTES, PHP 8.1's default)
+	{quot: "&quot;", apos: "&apos;"},                             // XML, PHP htmlspecialchars with ENT_HTML5
+	{quot: "&quot;"},                                             // PHP before 8.1 (ENT_COMPAT)
+	{},                                                           // Python html.escape(s, quote=False), XML text
+}
+
+// escape returns s HTML-escaped in style h.
+func (h htmlStyle) escape(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '&':
+			b.WriteString("&amp;")
+		case c == '<':
+			b.WriteString("&lt;")
+		case c == '>':
+			b.WriteString("&gt;")
+		case c == '"' && h.quot != "":
+			b.WriteString(h.quot)
+		case c == '\'' && h.apos != "":
+			b.WriteString(h.apos)
+		case c == '+' && h.plus != "":
+			b.WriteString(h.plus)
+		case c == 0 && h.nul != "":
+			b.WriteString(h.nul)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // base64Embedded returns the characters of the base64 of s that are the
