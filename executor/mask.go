@@ -14,10 +14,10 @@ const Mask = "********"
 // Masker replaces secrets in text by [Mask]. A nil or empty Masker leaves
 // text unchanged. A Masker is safe for concurrent use.
 //
-// Masking takes one pass over the text whatever the number of variants: a
-// variant of at least 4 bytes is looked up only where the text holds its
-// first 4 bytes (a bit set by hash, then a map, tell those positions), and
-// only shorter variants are searched one by one.
+// Masking takes one pass over the text, however many variants there are:
+// the 4 bytes at each position are looked up in a bit set of the variants'
+// first 4 bytes, and only on a hit in a map of the variants starting with
+// them. Variants shorter than 4 bytes are searched for one by one.
 type Masker struct {
 	variants []string            // longest first
 	short    []string            // variants shorter than anchorLen, longest first
@@ -44,8 +44,8 @@ func anchorAt(s string, i int) uint32 {
 }
 
 // NewMasker returns a masker for the secrets and every form
-// [payload.SecretVariants] derives from them (base64, URL-encoded,
-// JSON-escaped...). Empty secrets are ignored.
+// [payload.SecretVariants] derives from them (base64, JSON-, URL- and
+// HTML-escaped, hex, upper- and lower-cased...). Empty secrets are ignored.
 func NewMasker(secrets ...string) *Masker {
 	m := &Masker{variants: payload.SecretVariants(secrets...)}
 	for _, v := range m.variants {

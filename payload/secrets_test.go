@@ -2,7 +2,9 @@ package payload
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"html"
 	"net/url"
 	"os/exec"
 	"reflect"
@@ -113,6 +115,7 @@ func TestSecretVariants(t *testing.T) {
 		name string
 		in   []string
 		want []string // must all be present
+		not  []string // must all be absent
 	}{
 		{name: "none", in: nil},
 		{name: "only empties", in: []string{"", ""}},
@@ -131,7 +134,30 @@ func TestSecretVariants(t *testing.T) {
 				`p<a>s&s\"w\\o/r+d ü😀` + "\u2028",            // Python, ensure_ascii=False
 				url.QueryEscape(s),                           // p%3Ca%3Es%26...
 				url.PathEscape(s),
+				`p%3ca%3es%26s%22w%5co%2fr%2bd+%c3%bc%f0%9f%98%80%e2%80%a8`,                   // lower-case hex
+				`p%3Ca%3Es%26s%22w%5Co%2Fr%2Bd%20%C3%BC%F0%9F%98%80%E2%80%A8`,                 // encodeURIComponent, quote(safe="")
+				`p%3Ca%3Es&s%22w%5Co/r+d%20%C3%BC%F0%9F%98%80%E2%80%A8`,                       // encodeURI
+				`p%3Ca%3Es%26s%22w%5Co/r%2Bd%20%C3%BC%F0%9F%98%80%E2%80%A8`,                   // quote
+				`%70%3C%61%3E%73%26%73%22%77%5C%6F%2F%72%2B%64%20%C3%BC%F0%9F%98%80%E2%80%A8`, // every byte
+				`%70%3c%61%3e%73%26%73%22%77%5c%6f%2f%72%2b%64%20%c3%bc%f0%9f%98%80%e2%80%a8`, // every byte, lower-case hex
+				html.EscapeString(s),                                                          // p&lt;a&gt;s&amp;s&#34;w\o/r+d ü😀
+				`p&lt;a&gt;s&amp;s&quot;w\o/r+d ü😀` + "\u2028",                                // Python's html.escape
+				`p&lt;a&gt;s&amp;s&#34;w\o/r&#43;d ü😀` + "\u2028",                             // Go's html/template
+				strings.ToUpper(s),
+				hex.EncodeToString([]byte(s)),
+				strings.ToUpper(hex.EncodeToString([]byte(s))),
 			},
+		},
+		{
+			name: "short secrets: no case or hex forms",
+			in:   []string{"a", "pw1"},
+			want: []string{"a", "pw1", "%61", "%70%77%31"},
+			not:  []string{"A", "61", "PW1", "707731"},
+		},
+		{
+			name: "4 bytes: case and hex forms",
+			in:   []string{"pw12"},
+			want: []string{"PW12", "70773132"},
 		},
 		{name: "duplicates collapse", in: []string{"abc", "abc"}, want: []string{"abc", "YWJj"}},
 	}
@@ -142,6 +168,11 @@ func TestSecretVariants(t *testing.T) {
 			for _, w := range tt.want {
 				if !slices.Contains(got, w) {
 					t.Errorf("missing variant %q", w)
+				}
+			}
+			for _, n := range tt.not {
+				if slices.Contains(got, n) {
+					t.Errorf("unexpected variant %q", n)
 				}
 			}
 			seen := map[string]bool{}
