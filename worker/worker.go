@@ -162,6 +162,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if w.opts.InProgressEvery == 0 {
 		w.opts.InProgressEvery = cmp.Or(cons.CachedInfo().Config.AckWait/3, 10*time.Second)
 	}
+	w.checkLocalScripts()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.started = true
 	w.stopping = make(chan struct{})
