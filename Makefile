@@ -73,6 +73,17 @@ bench: ## Run the benchmarks (BENCHCOUNT times, for benchstat)
 # too. A new interesting input is not minimized (-fuzzminimizetime 1x): a
 # minimization still running when -fuzztime ends fails the run with
 # "context deadline exceeded", and the time should go to fuzzing anyway.
+#
+# With -fuzztime as a duration, Go 1.26 (and no later release we use)
+# also fails now and then a run that found nothing, with only "context
+# deadline exceeded" at the end (go.dev/issue/75804): internal/fuzz puts
+# the duration in a context whose done channel closes before the workers'
+# child context is cancelled, and its coordinator, woken in between, sees
+# the deadline's error where the child's is still nil and reports it. A
+# run that ends that way — that line alone under its "--- FAIL", no other
+# failure, and no input written to testdata/fuzz/<name>/ — counts as
+# passed, with a note. Any other failure (a failing input is always
+# written there) stops the loop.
 define fuzz_all
 set -euo pipefail; \
 pkgs=$$(grep -rl --include='*_test.go' '^func Fuzz' $(MODULES) | xargs -n1 dirname | sort -u | sed 's|^|./|'); \
@@ -80,10 +91,22 @@ list=$$($(GO) test -list '^Fuzz' $$pkgs | awk '/^Fuzz/ { names = names " " $$1 }
 n=$$(wc -w <<< "$$list"); n=$$((n - $$(wc -l <<< "$$list"))); \
 if [ "$$n" -le 0 ]; then echo "no fuzz tests found"; exit 1; fi; \
 fuzztime=$(1); \
+log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 while read -r pkg names; do \
+  dir=$$($(GO) list -f '{{.Dir}}' "$$pkg"); \
   for name in $$names; do \
     echo "--- $$name ($$pkg, $$fuzztime)"; \
-    $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $$fuzztime -fuzzminimizetime 1x "$$pkg" </dev/null; \
+    corpus="$$dir/testdata/fuzz/$$name"; \
+    before=$$(ls -A "$$corpus" 2>/dev/null || true); \
+    if $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $$fuzztime -fuzzminimizetime 1x "$$pkg" </dev/null 2>&1 | tee "$$log"; then continue; fi; \
+    if [ "$$(ls -A "$$corpus" 2>/dev/null || true)" = "$$before" ] && awk -v name="$$name" ' \
+        /^--- FAIL: / { fails++; if (index($$0, "--- FAIL: " name " (") == 1) { getline; deadline = ($$0 == "    context deadline exceeded") } } \
+        /Failing input written to/ { written = 1 } \
+        END { exit !(fails == 1 && deadline && !written) }' "$$log"; then \
+      echo "--- $$name: fuzzed for $$fuzztime, nothing found; the \"context deadline exceeded\" above is Go's (go.dev/issue/75804), not a failure"; \
+    else \
+      exit 1; \
+    fi; \
   done; \
 done <<< "$$list"
 endef
@@ -93,10 +116,10 @@ fuzz: ## Run every fuzz test for FUZZTIME each (default 10s; try FUZZTIME=1m)
 
 # CI fuzzes each fuzz test for FUZZ_CI_EXECS inputs — a count, not a
 # duration: with -fuzztime as a duration, a run that reaches its deadline
-# while a worker is busy fails now and then with "context deadline
-# exceeded" (seen twice, FuzzVerify and earlier another target, with
-# minimization already off). 40000 inputs take 1–12 s per test here (3–38k
-# inputs/s), ≈ 1.5 minutes in all with the builds.
+# fails now and then with "context deadline exceeded" (seen twice,
+# FuzzVerify and earlier another target; go.dev/issue/75804, see
+# fuzz_all), and a count has no deadline. 40000 inputs take 1–12 s per
+# test here (3–38k inputs/s), ≈ 1.5 minutes in all with the builds.
 FUZZ_CI_EXECS := 40000
 
 fuzz-ci: ## Run every fuzz test briefly (FUZZ_CI_EXECS inputs each), as CI does after make test
