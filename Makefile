@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 BENCHCOUNT ?= 6
 
 .DEFAULT_GOAL := help
-.PHONY: help build build-windows run test test-unit test-short lint fmt bench fuzz fuzz-ci clean images images-context compose-up compose-down test-integration
+.PHONY: help build build-windows run test-deps test test-unit test-short lint fmt bench fuzz fuzz-ci clean images images-context compose-up compose-down test-integration
 
 # Container images (make images): static binaries on scratch, and a Debian
 # machine image whose base is imported from an mmdebstrap root, so that no
@@ -41,6 +41,34 @@ build-windows: ## Cross-compile bin/postrotate-worker.exe for Windows
 
 run: build ## Run a demo rotation (examples/inventory.yaml) with the embedded defaults
 	./bin/postrotate rotate --inventory examples/inventory.yaml --user svc-app --verbose
+
+# What the tests need on a fresh Debian machine of this kind, installed
+# when apt-get is there (as root, or through sudo): python3
+# (/usr/bin/python3), bash, coreutils' base64, procps' ps and make for the
+# scripts; a real OpenSSH sshd on a loopback port and a dedicated test user
+# (openssh-server, passwd's useradd/chpasswd) for the SSH executor; sudo
+# and PostgreSQL's server binaries (/usr/lib/postgresql/*/bin) for the
+# built-in rotators, whose tests start their own clusters with initdb;
+# mmdebstrap and ca-certificates for the images of the container suite.
+# openssh-server can be installed while its privilege-separation user
+# "sshd" is missing (then sshd refuses to start): it is created here.
+TEST_PACKAGES := python3 bash coreutils procps make git openssh-server openssh-client passwd sudo postgresql mmdebstrap ca-certificates
+
+test-deps: ## Install what the tests need (Debian: apt-get; as root or through sudo)
+	@set -e; sudo=""; if [ "$$(id -u)" -ne 0 ]; then sudo="sudo"; fi; \
+	if command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "test-deps: no apt-get: install $(TEST_PACKAGES) yourself"; fi; \
+	if ! getent passwd sshd >/dev/null; then \
+	  echo "creating the sshd privilege-separation user"; \
+	  $$sudo useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd; \
+	fi; \
+	$$sudo mkdir -p /run/sshd; $$sudo chmod 0755 /run/sshd
 
 test: test-unit ## Run every test: test-unit, then the container suite where a Docker engine answers
 	@if $(DOCKER) info >/dev/null 2>&1; then $(MAKE) test-integration; \

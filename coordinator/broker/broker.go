@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -58,7 +59,11 @@ type Broker struct {
 	// SetUsers reloads it with other users.
 	base *server.Options
 	auth bool       // started with users: SetUsers may change them
-	mu   sync.Mutex // serializes SetUsers
+	mu   sync.Mutex // serializes SetUsers and Heal
+
+	// writeErr is the last store write failure the server logged since
+	// it started or was healed (Failing).
+	writeErr atomic.Pointer[WriteError]
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -122,7 +127,7 @@ func Start(opts Options) (*Broker, error) {
 	}
 	// Never trace: nats-server's trace logs every message payload, and a
 	// task carries the script's stdin.
-	srv.SetLoggerV2(serverLogger{log}, log.GetLevel() <= zerolog.DebugLevel, false, false)
+	srv.SetLoggerV2(serverLogger{log: log, b: b}, log.GetLevel() <= zerolog.DebugLevel, false, false)
 	go srv.Start()
 	timeout := opts.ReadyTimeout
 	if timeout == 0 {
@@ -174,14 +179,24 @@ func (b *Broker) cleanup() {
 }
 
 // serverLogger adapts zerolog to nats-server's Logger. Fatalf logs at error
-// level and never exits the process.
-type serverLogger struct{ log zerolog.Logger }
+// level and never exits the process. It tells the broker of the store's
+// write errors (Failing).
+type serverLogger struct {
+	log zerolog.Logger
+	b   *Broker
+}
 
 func (l serverLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
 func (l serverLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
 func (l serverLogger) Fatalf(format string, v ...any) {
 	l.log.Error().Bool("fatal", true).Msgf(format, v...)
 }
-func (l serverLogger) Errorf(format string, v ...any) { l.log.Error().Msgf(format, v...) }
+func (l serverLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error().Msg(msg)
+	if isWriteError(msg) {
+		l.b.writeErr.Store(&WriteError{Message: msg, At: time.Now()})
+	}
+}
 func (l serverLogger) Debugf(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
 func (l serverLogger) Tracef(format string, v ...any) { l.log.Trace().Msgf(format, v...) }

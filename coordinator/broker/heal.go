@@ -3,6 +3,8 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -53,5 +55,31 @@ func (b *Broker) Heal() error {
 	if err := b.srv.EnableJetStream(cfg); err != nil {
 		return fmt.Errorf("restart jetstream: %w", err)
 	}
+	b.writeErr.Store(nil)
 	return nil
+}
+
+// WriteError is a failed write of JetStream's store, as the server logged
+// it ("Critical write error: ... no space left on device").
+type WriteError struct {
+	Message string
+	At      time.Time
+}
+
+func (e *WriteError) Error() string { return "jetstream store: " + e.Message }
+
+// Failing returns the last write error of JetStream's store since the
+// server started or Heal restarted JetStream, nil when there was none: the
+// stream it names refuses every write until it is reloaded.
+func (b *Broker) Failing() error {
+	if e := b.writeErr.Load(); e != nil {
+		return e
+	}
+	return nil
+}
+
+// isWriteError tells a store write failure among the server's error logs.
+func isWriteError(msg string) bool {
+	return strings.Contains(msg, "Critical write error") || strings.Contains(msg, "critical write error") ||
+		strings.Contains(msg, "failed to store a msg")
 }

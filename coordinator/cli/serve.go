@@ -217,9 +217,9 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 			return &exitError{ExitFailed, err}
 		}
 	}
-	var heal func() error
+	var storage server.Storage
 	if b != nil {
-		heal = b.Heal // a full disk: jetstream restarted once space returns
+		storage = b // a full disk: jetstream restarted once space returns
 	}
 	srv, err := server.New(js, server.Options{
 		Inventory: inv,
@@ -236,7 +236,7 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 		OnWorkers:   onWorkers,
 		NATSURL:     natsURL,
 		APIToken:    token,
-		Heal:        heal,
+		Storage:     storage,
 	})
 	if err != nil {
 		return &exitError{ExitFailed, err}

@@ -82,10 +82,12 @@ func (s *Server) probe(ctx context.Context) error {
 const healAfter = 10 * time.Second
 
 // startHealth starts the monitor that, while store writes keep failing,
-// calls Heal (the embedded broker restarts JetStream once the disk has room
-// again), so that writes work again without a restart of serve.
+// asks Storage to heal (the embedded broker restarts JetStream once the
+// disk has room again), so that writes work again without a restart of
+// serve, then creates again the streams and consumers a full disk left
+// unloadable.
 func (s *Server) startHealth() {
-	if s.opts.Heal == nil {
+	if s.opts.Storage == nil {
 		return
 	}
 	s.schedWG.Add(1)
@@ -93,24 +95,41 @@ func (s *Server) startHealth() {
 		defer s.schedWG.Done()
 		tick := time.NewTicker(s.opts.HealthEvery)
 		defer tick.Stop()
-		var healed time.Time
+		var failingSince, healed time.Time
 		for {
 			select {
 			case <-s.quit:
 				return
 			case <-tick.C:
 			}
-			f := s.fault.Load()
+			err := s.opts.Storage.Failing()
+			if f := s.fault.Load(); err == nil && f != nil {
+				err = fmt.Errorf("%s: %w", f.What, f.Err)
+			}
 			now := time.Now()
-			if f == nil || now.Sub(f.Since) < healAfter || now.Sub(healed) < healAfter {
+			switch {
+			case err == nil:
+				failingSince = time.Time{}
+				continue
+			case failingSince.IsZero():
+				failingSince = now
+			}
+			if now.Sub(failingSince) < healAfter || now.Sub(healed) < healAfter {
 				continue
 			}
 			healed = now
-			if err := s.opts.Heal(); err != nil {
-				s.log.Warn().Err(err).Str("failing", f.What).Msg("store writes fail; jetstream not restarted yet")
+			if herr := s.opts.Storage.Heal(); herr != nil {
+				s.log.Warn().Err(herr).AnErr("failing", err).Msg("store writes fail; jetstream not restarted yet")
 				continue
 			}
-			s.log.Warn().Err(f.Err).Str("failing", f.What).Msg("store writes failed: jetstream restarted")
+			s.log.Warn().Err(err).Msg("store writes failed: jetstream restarted")
+			// A stream whose files a full disk left corrupt is not
+			// reloaded: create again what is missing.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if err := s.setupLayout(ctx); err != nil {
+				s.log.Error().Err(err).Msg("jetstream restarted: recreate the streams and consumers")
+			}
+			cancel()
 		}
 	}()
 }
@@ -119,6 +138,12 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	if err := s.probe(r.Context()); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "%v", err)
 		return
+	}
+	if st := s.opts.Storage; st != nil {
+		if err := st.Failing(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "%v", err)
+			return
+		}
 	}
 	if f := s.fault.Load(); f != nil {
 		// The probe works, but a rotation's write still fails.

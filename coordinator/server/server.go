@@ -91,11 +91,21 @@ type Options struct {
 	// HealthEvery is how often the server checks whether store writes
 	// have been failing long enough (10s) to call Heal. Defaults to 5s.
 	HealthEvery time.Duration
-	// Heal, when set, is called while JetStream writes fail (a full disk):
-	// the embedded broker restarts JetStream once space is back
-	// (broker.Heal), since nats-server keeps refusing writes to a store
-	// that failed one until it is reloaded.
-	Heal func() error
+	// Storage, when set, is the embedded broker's JetStream store: while
+	// its writes fail (a full disk), GET /healthz answers 503 and the
+	// server asks it to heal (broker.Heal restarts JetStream once space is
+	// back), since nats-server refuses every write to a stream whose file
+	// store failed one until the stream is reloaded.
+	Storage Storage
+}
+
+// Storage is a JetStream store that can tell its write failures and heal
+// (*broker.Broker).
+type Storage interface {
+	// Failing returns the store's last write failure, nil when none.
+	Failing() error
+	// Heal restarts JetStream once the store can be written again.
+	Heal() error
 }
 
 // Server runs rotations.
@@ -175,13 +185,10 @@ func Hosts(inv *inventory.Inventory) []string {
 // identities (unless Unsigned), then resumes the rotations a previous
 // coordinator left running.
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.setupLayout(ctx); err != nil {
+		return err
+	}
 	layout := s.opts.Dispatch.Layout
-	if err := layout.Setup(ctx, s.js); err != nil {
-		return err
-	}
-	if err := layout.EnsureHosts(ctx, s.js, Hosts(s.opts.Inventory)...); err != nil {
-		return err
-	}
 	dopts := s.opts.Dispatch
 	if !s.opts.Unsigned {
 		if err := s.openIdentities(ctx); err != nil {
@@ -213,6 +220,16 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.startHealth()
 	return s.startScheduler()
+}
+
+// setupLayout creates or updates the streams, buckets and the consumers
+// of the inventory's hosts.
+func (s *Server) setupLayout(ctx context.Context) error {
+	layout := s.opts.Dispatch.Layout
+	if err := layout.Setup(ctx, s.js); err != nil {
+		return err
+	}
+	return layout.EnsureHosts(ctx, s.js, Hosts(s.opts.Inventory)...)
 }
 
 // openVault opens the record store and applies the inventory to it.
