@@ -235,9 +235,8 @@ type engine struct {
 	next    int   // index of the next unplanned step
 }
 
-// exec runs step, or when the rotation cannot go on records it as not run
-// (unpublished: the rotation is resumed later). skip, when not empty, is
-// why the step is deliberately not run: published, final.
+// exec runs step, or when the rotation cannot go on reports it as not run.
+// skip, when not empty, is why the step is deliberately not run.
 func (e *engine) exec(step plan.Step, skip string) messages.RotationResult {
 	if e.runErr == nil && skip == "" {
 		rr, err := e.d.step(e.ctx, e.log, e.r, step, e.results, e.out)
@@ -252,10 +251,11 @@ func (e *engine) exec(step plan.Step, skip string) messages.RotationResult {
 		reason = "not run: " + e.runErr.Error()
 	}
 	rr := e.d.failed(e.r, step, reason)
-	if e.runErr == nil {
-		if err := e.d.report(e.ctx, e.log, step, rr); err != nil {
-			// Stopping: the rotation is resumed later, and this step's
-			// result published then.
+	// Every planned step gets a published result, also when the rotation
+	// cannot go on; unless stopping: then it is resumed later, and this
+	// step run or reported then.
+	if e.ctx.Err() == nil {
+		if err := e.d.report(e.ctx, e.log, step, rr); err != nil && e.runErr == nil {
 			e.runErr = err
 		}
 	}
@@ -468,6 +468,10 @@ func (d *Dispatcher) stepEvent(ctx context.Context, log zerolog.Logger, step pla
 		Success: rr.Success, Error: rr.Error,
 	})
 }
+
+// resultHeaderRoom is what a result message's headers (its message id)
+// and the protocol may take of the server's max_payload.
+const resultHeaderRoom = 1024
 
 // Attempts of a publish: each is short, so that a lost ack (a broker
 // restarting, a leader moving) costs one attempt, not the whole wait.
@@ -715,7 +719,8 @@ func (d *Dispatcher) Results(ctx context.Context, rotationID string, steps int) 
 }
 
 func (d *Dispatcher) publishResult(ctx context.Context, rr messages.RotationResult) (*jetstream.PubAck, error) {
-	data, err := json.Marshal(rr)
+	// Within the server's max_payload, with room for the headers.
+	data, err := messages.EncodeResultWithin(rr, int(d.js.Conn().MaxPayload())-resultHeaderRoom)
 	if err != nil {
 		return nil, err
 	}

@@ -331,7 +331,10 @@ func TestFaultResultOverMaxPayload(t *testing.T) {
 	d := faultDeploy(t, false, "--nats", "nats://"+addr)
 	d.natsURL = "nats://" + addr
 	touch(t, filepath.Join(d.dir, "flood"))
-	d.worker("gw", "gw-a")
+	w := d.worker("gw", "gw-a")
+	// Both say at start that results may be shortened.
+	d.serve.waitLog("max_payload is below two capped outputs")
+	w.waitLog("max_payload is below two capped outputs")
 	start := time.Now()
 	v := d.wait(d.rotate("bob").ID)
 	if v.State != runs.StateCompleted || v.Effect != "committed" {
