@@ -91,15 +91,71 @@ func (w *Worker) handle(ctx context.Context, msg message) {
 	// Said before the script runs: if this worker dies, its log shows
 	// what it had started.
 	log.Info().Str("uid", task.RecordUID).Str("script", task.Script.Name).Str("runner", task.Runner).Str("target", task.Target).Msg("script started")
-	res := w.run(ctx, log, msg, task, attempt)
+	// The task stays in progress until it is acknowledged: while the
+	// result is retried across a broker restart, it is not redelivered
+	// (to the host's other worker, which would report it in doubt).
+	stopProgress := keepInProgress(log, msg, w.opts.InProgressEvery)
+	defer stopProgress()
+	res := w.run(ctx, log, task, attempt)
 	d := w.publish(ctx, log, task, res)
 	if d == ack {
-		if err := w.markReported(ctx, task, v); err != nil {
-			log.Warn().Err(err).Msg("mark task reported")
-		}
+		w.reported(ctx, log, task, v)
 	}
 	w.finish(ctx, msg, d, "")
 }
+
+// reported records in the task's started marker that its result is
+// published, retried like the result: with the result out and the ack
+// lost too, the marker is what makes the redelivery an ack instead of "in
+// doubt". A failure loses only that: the result is in the stream, and a
+// redelivery's in-doubt result, under the same message id, is dropped
+// (within the stream's duplicate window, 1h by default).
+func (w *Worker) reported(ctx context.Context, log zerolog.Logger, task messages.Task, v verdict) {
+	a := attempts{until: time.Now().Add(reportWithin), timeout: markerTimeout, maxTimeout: markerTimeout}
+	err := w.retry(ctx, a, func(context.Context) error {
+		err := w.markReported(ctx, task, v)
+		var api *jetstream.APIError
+		if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			// An earlier attempt's write may have been stored, its reply
+			// lost: then the marker holds this run's report.
+			if w.markedReported(ctx, task, v) {
+				return nil
+			}
+			return permanentError{err}
+		}
+		return err
+	}, func(err error, retryIn time.Duration) {
+		log.Warn().Err(err).Dur("retry_in", retryIn).Msg("mark task reported")
+	})
+	if err != nil {
+		log.Warn().Err(err).Msg("task not marked reported: a redelivery of it would be reported in doubt, its result kept")
+	}
+}
+
+// markedReported says whether task's marker holds the report of v's run.
+func (w *Worker) markedReported(ctx context.Context, task messages.Task, v verdict) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markerTimeout)
+	defer cancel()
+	kv, err := w.startedBucket(ctx)
+	if err != nil {
+		return false
+	}
+	entry, err := w.startedGet(ctx, kv, startedKey(task.ID))
+	if err != nil {
+		return false
+	}
+	var m startedMarker
+	return json.Unmarshal(entry.Value(), &m) == nil && m.Worker == v.marker.Worker && m.Attempt == v.marker.Attempt &&
+		m.StartedAt.Equal(v.marker.StartedAt) && !m.ReportedAt.IsZero()
+}
+
+// reportWithin bounds the retries of marking a task reported.
+const reportWithin = 30 * time.Second
+
+// ackWithin bounds the retries of acknowledging a handled task. A task
+// whose ack is lost is redelivered and, its marker saying it is reported,
+// acknowledged then.
+const ackWithin = 30 * time.Second
 
 // termInvalid is the term reason of a message that is not a valid task.
 const termInvalid = "not a valid task"
@@ -108,13 +164,21 @@ const termInvalid = "not a valid task"
 // decides between ack, nak and term. why is the reason given with a term;
 // it names a check, never the task's content.
 func (w *Worker) finish(ctx context.Context, msg message, d disposition, why string) {
-	// A hard stop must not keep a finished script's outcome from the broker.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
 	var err error
 	switch d {
 	case ack:
-		err = msg.DoubleAck(ctx)
+		// Confirmed by the broker, in short attempts: one lost to a
+		// broker restart is made again once the worker has reconnected.
+		// A hard stop still leaves it hardStopGrace.
+		a := attempts{until: time.Now().Add(ackWithin), timeout: w.opts.PublishAttemptTimeout, maxTimeout: w.opts.PublishAttemptTimeout}
+		err = w.retry(ctx, a, func(ctx context.Context) error {
+			if err := msg.DoubleAck(ctx); !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+				return err
+			}
+			return nil
+		}, func(err error, retryIn time.Duration) {
+			w.log.Warn().Err(err).Dur("retry_in", retryIn).Msg("acknowledge task")
+		})
 	case nak:
 		err = msg.NakWithDelay(w.opts.NakDelay)
 	case term:
@@ -143,25 +207,36 @@ func (w *Worker) refusal(task messages.Task) string {
 	return ""
 }
 
-// run executes the task's script while keeping the message in progress.
-func (w *Worker) run(ctx context.Context, log zerolog.Logger, msg message, task messages.Task, attempt int) messages.RotationResult {
-	tick := time.NewTicker(w.opts.InProgressEvery)
-	defer tick.Stop()
+// keepInProgress extends msg's ack deadline every interval until the
+// returned function is called.
+func keepInProgress(log zerolog.Logger, msg message, every time.Duration) (stop func()) {
+	tick := time.NewTicker(every)
 	done := make(chan struct{})
+	ended := make(chan struct{})
 	go func() {
+		defer close(ended)
 		for {
 			select {
 			case <-done:
 				return
 			case <-tick.C:
-				if err := msg.InProgress(); err != nil {
+				// Acknowledged meanwhile: nothing left to extend.
+				if err := msg.InProgress(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 					log.Warn().Err(err).Msg("extend task ack deadline")
 				}
 			}
 		}
 	}()
+	return func() {
+		tick.Stop()
+		close(done)
+		<-ended
+	}
+}
+
+// run executes the task's script.
+func (w *Worker) run(ctx context.Context, log zerolog.Logger, task messages.Task, attempt int) messages.RotationResult {
 	res, err := w.opts.Executors[task.Runner].Run(ctx, jobOf(task, attempt))
-	close(done)
 
 	rr := w.base(task, attempt)
 	rr.Command = res.Command
@@ -223,45 +298,6 @@ func (w *Worker) undecodable(ctx context.Context, data []byte, attempt int, caus
 		w.publish(ctx, w.log, task, rr)
 	}
 	return term
-}
-
-// publish sends the result of task's step, retrying until PublishTimeout.
-// The result's message id makes a retried publish a no-op on the stream.
-func (w *Worker) publish(ctx context.Context, log zerolog.Logger, task messages.Task, rr messages.RotationResult) disposition {
-	return w.publishTo(ctx, log, w.opts.Subjects.Result(task.RotationID, task.Step), messages.ResultMsgID(task.RotationID, task.Step), rr)
-}
-
-// publishTo sends rr on subject with message id msgID, retrying until
-// PublishTimeout. It returns ack once the stream has it, leave when it
-// gave up.
-func (w *Worker) publishTo(ctx context.Context, log zerolog.Logger, subject, msgID string, rr messages.RotationResult) disposition {
-	data, err := json.Marshal(rr)
-	if err != nil {
-		log.Error().Err(err).Msg("encode result")
-		return leave
-	}
-	// After a hard stop the script is over: still try to report it, briefly.
-	timeout := w.opts.PublishTimeout
-	if ctx.Err() != nil {
-		timeout = min(timeout, 5*time.Second)
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	backoff := time.Duration(0)
-	for {
-		_, err := w.js.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
-		if err == nil {
-			return ack
-		}
-		backoff = nextBackoff(backoff)
-		log.Warn().Err(err).Dur("retry_in", backoff).Msg("publish result")
-		select {
-		case <-ctx.Done():
-			log.Error().Err(errors.Join(err, ctx.Err())).Msg("result not published; the task stays unacknowledged")
-			return leave
-		case <-time.After(backoff):
-		}
-	}
 }
 
 // jobOf turns a task into the executor's job.

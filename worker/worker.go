@@ -49,9 +49,22 @@ type Options struct {
 	// InProgressEvery is how often a running task's ack deadline is
 	// extended. Defaults to a third of the consumer's AckWait.
 	InProgressEvery time.Duration
-	// PublishTimeout bounds the retries of publishing one result.
-	// Defaults to 1m.
+	// PublishTimeout is the least time the worker keeps trying to publish
+	// one result. A step's result is tried until its deadline at the
+	// coordinator when that is later: the task's expiry plus the script's
+	// timeout plus 30s (the coordinator's default kill grace), after which
+	// the coordinator reports the step itself and a later result is
+	// dropped. A hard stop leaves the tries 5s. Defaults to 1m.
 	PublishTimeout time.Duration
+	// PublishAttemptTimeout bounds one attempt to publish a result, or to
+	// acknowledge a task, waiting for the broker's ack. An attempt whose
+	// ack is lost (a broker restarted) is made again after it, under the
+	// same message id, so the stream keeps one copy; while the connection
+	// is down the worker waits for it to come back. A publish attempt
+	// that times out is followed by one allowed twice as long, up to 8
+	// times this, so that a large result still gets through a slow link.
+	// Defaults to 2s.
+	PublishAttemptTimeout time.Duration
 	// HeartbeatEvery is how often the worker refreshes its registration in
 	// the workers bucket; keep it well under the bucket's TTL. Defaults to
 	// 5s.
@@ -119,6 +132,7 @@ func New(js jetstream.JetStream, opts Options) (*Worker, error) {
 	}
 	opts.FetchWait = cmp.Or(opts.FetchWait, 5*time.Second)
 	opts.PublishTimeout = cmp.Or(opts.PublishTimeout, time.Minute)
+	opts.PublishAttemptTimeout = cmp.Or(opts.PublishAttemptTimeout, 2*time.Second)
 	opts.Version = cmp.Or(opts.Version, "dev")
 	opts.HeartbeatEvery = cmp.Or(opts.HeartbeatEvery, 5*time.Second)
 	opts.NakDelay = cmp.Or(opts.NakDelay, 5*time.Second)
@@ -127,6 +141,7 @@ func New(js jetstream.JetStream, opts Options) (*Worker, error) {
 		v    time.Duration
 	}{
 		{"FetchWait", opts.FetchWait}, {"InProgressEvery", opts.InProgressEvery}, {"PublishTimeout", opts.PublishTimeout},
+		{"PublishAttemptTimeout", opts.PublishAttemptTimeout},
 		{"HeartbeatEvery", opts.HeartbeatEvery}, {"NakDelay", opts.NakDelay},
 	} {
 		if d.v < 0 {
@@ -174,6 +189,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if w.opts.Trust == nil {
 		w.log.Warn().Msg("tasks are not verified: start the worker with credentials")
 	}
+	w.warnMaxPayload()
 	w.log.Info().Bool("verified", w.opts.Trust != nil).Msg("worker started")
 	return nil
 }
