@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"strconv"
 	"strings"
@@ -440,5 +441,52 @@ func TestStepDeadline(t *testing.T) {
 	}
 	if got := stepDeadline(messages.Task{}); !got.IsZero() {
 		t.Errorf("stepDeadline of a task without expiry = %s, want zero", got)
+	}
+}
+
+// Marking a task reported again after a write whose reply was lost finds
+// the marker already reported; a marker another run took over is not
+// written, and not retried for long.
+func TestReportedAfterLostReply(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name     string
+		by       string // the worker whose marker is written meanwhile
+		wantWarn bool
+	}{
+		{"OwnWriteStored", "w1", false},
+		{"TakenOver", "w2", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			logs := newSyncBuffer()
+			log := zerolog.New(logs)
+			w, b := setup(t, config{}, func(o *Options) { o.Logger = &log })
+			tk := task(1)
+			v := w.decide(t.Context(), tk, 1)
+			if v.do != runIt {
+				t.Fatalf("verdict %+v", v)
+			}
+			m := v.marker
+			m.Worker, m.ReportedAt = tt.by, time.Now()
+			data, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.kv(t, b.subj.StartedBucket()).Update(t.Context(), startedKey(tk.ID), data, v.rev); err != nil {
+				t.Fatal(err)
+			}
+			began := time.Now()
+			w.reported(t.Context(), w.log, tk, v)
+			if d := time.Since(began); d > 10*time.Second {
+				t.Errorf("reported took %s", d)
+			}
+			if warned := strings.Contains(logs.String(), "task not marked reported"); warned != tt.wantWarn {
+				t.Errorf("warned %v, want %v:\n%s", warned, tt.wantWarn, logs)
+			}
+			if got := b.marker(t, tk.ID); got.Worker != tt.by {
+				t.Errorf("marker of %q, want %q's kept", got.Worker, tt.by)
+			}
+		})
 	}
 }
