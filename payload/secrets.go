@@ -307,8 +307,8 @@ func toLowerASCII(c byte) byte {
 }
 
 // htmlStyle is one way of escaping a string for HTML or XML: '&', '<' and
-// '>' always become &amp; &lt; &gt;; '"', '\”, '+' and NUL become quot,
-// apos, plus and nul when those are not empty.
+// '>' always become &amp; &lt; &gt;; the double quote, the apostrophe, '+'
+// and NUL become quot, apos, plus and nul when those are not empty.
 type htmlStyle struct {
 	quot, apos, plus, nul string
 }
