@@ -117,8 +117,8 @@ var encoders = []struct {
 	// loose forms are masked only for secrets of at least 4 bytes (see
 	// payload.SecretVariants).
 	loose bool
-	// utf8 encoders are defined on valid UTF-8 only (JavaScript and Python
-	// strings, Java's URLEncoder).
+	// utf8 encoders are defined on valid UTF-8 only: JavaScript's work on
+	// UTF-16 strings, Java's URLEncoder on Java strings.
 	utf8 bool
 }{
 	{name: "Raw", enc: func(s string) string { return s }},
