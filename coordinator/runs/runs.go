@@ -134,7 +134,7 @@ func lockKey(user string) string { return "lock." + messages.HostToken(user) }
 // not reported busy.
 func (s *Store) Lock(ctx context.Context, user, id string) error {
 	key := lockKey(user)
-	for range 2 {
+	for range 3 {
 		_, err := s.kv.Create(ctx, key, []byte(id))
 		if err == nil {
 			return nil
@@ -154,28 +154,36 @@ func (s *Store) Lock(ctx context.Context, user, id string) error {
 			if _, err := s.kv.Update(ctx, key, []byte(id), e.Revision()); err == nil {
 				return nil
 			}
+			continue // released or taken meanwhile: look again
 		}
 		return &BusyError{User: user, RotationID: holder}
 	}
 	return &BusyError{User: user, RotationID: "?"}
 }
 
-// Unlock releases user's lock if rotation id holds it.
+// Unlock releases user's lock if rotation id holds it. A lock taken over
+// meanwhile (Lock, once the run is stored finished) is left alone.
 func (s *Store) Unlock(ctx context.Context, user, id string) error {
-	e, err := s.kv.Get(ctx, lockKey(user))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	for {
+		e, err := s.kv.Get(ctx, lockKey(user))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("unlock user %s: %w", user, err)
+		}
+		if string(e.Value()) != id {
+			return nil
+		}
+		err = s.kv.Delete(ctx, lockKey(user), jetstream.LastRevision(e.Revision()))
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // changed meanwhile: whose is it now?
+		}
+		if err != nil {
+			return fmt.Errorf("unlock user %s: %w", user, err)
+		}
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("unlock user %s: %w", user, err)
-	}
-	if string(e.Value()) != id {
-		return nil
-	}
-	if err := s.kv.Delete(ctx, lockKey(user), jetstream.LastRevision(e.Revision())); err != nil {
-		return fmt.Errorf("unlock user %s: %w", user, err)
-	}
-	return nil
 }
 
 // Put writes a run.

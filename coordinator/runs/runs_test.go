@@ -2,6 +2,7 @@ package runs_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
@@ -63,5 +64,40 @@ func TestLock(t *testing.T) {
 	}
 	if err := s.Lock(ctx, "alice", "r4"); err != nil {
 		t.Fatalf("Lock after Unlock: %v", err)
+	}
+}
+
+// A lock whose run is stored finished is taken over even while its holder
+// releases it at the same moment (a client that saw the run finish asks
+// for the next rotation at once).
+func TestLockRacesUnlock(t *testing.T) {
+	js, _ := brokertest.JetStream(t, broker.Options{})
+	ctx := t.Context()
+	layout := dispatch.Layout{Subjects: messages.Subjects{}}
+	if err := layout.Setup(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	s, err := runs.Open(ctx, js, layout.Subjects, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := "r0"
+	if err := s.Lock(ctx, "alice", prev); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 200; i++ {
+		if err := s.Put(ctx, runs.Run{ID: prev, User: "alice", State: runs.StateCompleted}); err != nil {
+			t.Fatal(err)
+		}
+		next := fmt.Sprintf("r%d", i)
+		unlocked := make(chan error, 1)
+		go func() { unlocked <- s.Unlock(ctx, "alice", prev) }()
+		if err := s.Lock(ctx, "alice", next); err != nil {
+			t.Fatalf("round %d: Lock while %s is released: %v", i, prev, err)
+		}
+		if err := <-unlocked; err != nil {
+			t.Fatal(err)
+		}
+		prev = next
 	}
 }
