@@ -49,7 +49,9 @@ run: build ## Run a demo rotation (examples/inventory.yaml) with the embedded de
 # (openssh-server, passwd's useradd/chpasswd) for the SSH executor; sudo
 # and PostgreSQL's server binaries (/usr/lib/postgresql/*/bin) for the
 # built-in rotators, whose tests start their own clusters with initdb;
-# mmdebstrap and ca-certificates for the images of the container suite.
+# mmdebstrap and ca-certificates for the images of the container suite;
+# node and java (nodejs, default-jdk-headless, when not on PATH already)
+# for the masking test that checks its encoders against those languages'.
 # openssh-server can be installed while its privilege-separation user
 # "sshd" is missing (then sshd refuses to start): it is created here.
 TEST_PACKAGES := python3 bash coreutils procps make git openssh-server openssh-client passwd sudo postgresql mmdebstrap ca-certificates
@@ -58,6 +60,8 @@ test-deps: ## Install what the tests need (Debian: apt-get; as root or through s
 	@set -e; sudo=""; if [ "$$(id -u)" -ne 0 ]; then sudo="sudo"; fi; \
 	if command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  command -v node >/dev/null || missing="$$missing nodejs"; \
+	  command -v java >/dev/null || missing="$$missing default-jdk-headless"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \

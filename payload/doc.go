@@ -50,7 +50,8 @@
 // [Input.Secrets] lists the passwords and the values of every secret field
 // ([Record.Secrets]); [Params.Secrets] adds the encoded forms that contain
 // them as a whole. [SecretVariants] expands secrets into every form a script
-// might print them in (base64, JSON- and URL-escaped), longest first, for
+// might print them in (base64, JSON-, URL- and HTML-escaped, hex, upper- and
+// lower-cased), longest first, for
 // masking output. No error from this package contains a secret: errors name
 // a record, a field, a key or a byte offset, never a value; they wrap
 // [ErrInvalidInput] (from [Build]) or [ErrMalformed] (from decoding).
