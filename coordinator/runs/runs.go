@@ -134,7 +134,10 @@ func lockKey(user string) string { return "lock." + messages.HostToken(user) }
 // not reported busy.
 func (s *Store) Lock(ctx context.Context, user, id string) error {
 	key := lockKey(user)
-	for range 3 {
+	holder := "?"
+	// Each lap loses to a release or a take-over that happened meanwhile;
+	// a few laps settle it.
+	for range 10 {
 		_, err := s.kv.Create(ctx, key, []byte(id))
 		if err == nil {
 			return nil
@@ -147,18 +150,23 @@ func (s *Store) Lock(ctx context.Context, user, id string) error {
 			continue // released meanwhile: create it again
 		}
 		if err != nil {
-			return &BusyError{User: user, RotationID: "?"}
+			return fmt.Errorf("lock user %s: read its lock: %w", user, err)
 		}
-		holder := string(e.Value())
-		if r, err := s.Get(ctx, holder); err == nil && r.Finished() {
-			if _, err := s.kv.Update(ctx, key, []byte(id), e.Revision()); err == nil {
-				return nil
-			}
-			continue // released or taken meanwhile: look again
+		holder = string(e.Value())
+		r, err := s.Get(ctx, holder)
+		switch {
+		case errors.Is(err, ErrNotFound), err == nil && !r.Finished():
+			// Running, or being stored by its coordinator.
+			return &BusyError{User: user, RotationID: holder}
+		case err != nil:
+			return fmt.Errorf("lock user %s: read the run holding it: %w", user, err)
 		}
-		return &BusyError{User: user, RotationID: holder}
+		if _, err := s.kv.Update(ctx, key, []byte(id), e.Revision()); err == nil {
+			return nil
+		}
+		// Released or taken meanwhile: look again.
 	}
-	return &BusyError{User: user, RotationID: "?"}
+	return &BusyError{User: user, RotationID: holder}
 }
 
 // Unlock releases user's lock if rotation id holds it. A lock taken over
