@@ -40,6 +40,9 @@ func (b *Broker) Heal() error {
 			return fmt.Errorf("stop jetstream: %w", err)
 		}
 	}
+	// Cleared before the restart: a write error while it loads the
+	// streams counts.
+	b.writeErr.Store(nil)
 	o := b.base
 	cfg := &server.JetStreamConfig{
 		StoreDir:     o.StoreDir,
@@ -55,7 +58,6 @@ func (b *Broker) Heal() error {
 	if err := b.srv.EnableJetStream(cfg); err != nil {
 		return fmt.Errorf("restart jetstream: %w", err)
 	}
-	b.writeErr.Store(nil)
 	return nil
 }
 

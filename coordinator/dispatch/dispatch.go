@@ -152,6 +152,9 @@ type Outcome struct {
 	// password, so a rotation that does not commit it keeps it as
 	// uncommitted. Unset, nothing carried it anywhere.
 	Sent bool
+	// reached counts the steps whose task may have reached a worker: a
+	// task withdrawn from the queue untaken does not count.
+	reached int
 }
 
 // Success reports whether the rotation took effect and nothing failed in
@@ -164,9 +167,11 @@ func (o Outcome) Success() bool {
 // scripts are skipped, and the old password is set back when the plan's
 // Policy says so), then its scripts in order, then — per the Policy — a
 // re-run of each failed script and a rollback. It returns an error only
-// when the rotation could not run as a whole (the broker is unreachable,
-// ctx ended); then Outcome holds the results so far and its Effect is
-// EffectNotCommitted.
+// when the rotation could not run to its end (ctx ended, JetStream did not
+// answer a read or a watch): then it has not finished — no BeforeFinish,
+// no final event, no result made up for a step whose task may have left —
+// and Outcome holds the results so far. Run it again with Resume to go on
+// (server does, with a backoff).
 func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 	if !messages.ValidToken(r.ID) {
 		return Outcome{}, fmt.Errorf("rotation id %q is not a valid subject token", r.ID)
@@ -176,13 +181,12 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 
 	results, err := d.watchResults(ctx, r.ID)
 	if err != nil {
+		log.Warn().Err(err).Msg("rotation not run now")
 		return out, err
 	}
 	defer results.Stop()
 
 	if r.Resume {
-		// A previous coordinator may have published any of its tasks.
-		out.Sent = true
 		log.Info().Int("steps", len(r.Plan.Steps)).Msg("rotation resumed")
 	} else {
 		d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(messages.EventStarted), messages.RotationEvent{
@@ -193,18 +197,18 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 
 	e := &engine{d: d, ctx: ctx, log: log, r: r, results: results, out: &out}
 	e.run()
-	runErr := e.runErr
-
-	if ctx.Err() != nil {
-		// Cut short (the coordinator stopping): no final event, the
-		// rotation is resumed later.
-		log.Info().Msg("rotation interrupted")
-		return out, runErr
+	// Resumed, a previous run may have published any of its tasks.
+	out.Sent = r.Resume || out.reached > 0
+	if e.runErr != nil {
+		// Cut short (the coordinator stopping, JetStream not answering):
+		// no outcome, no final event; the rotation is resumed.
+		log.Info().Err(e.runErr).Msg("rotation interrupted")
+		return out, e.runErr
 	}
 	if r.BeforeFinish != nil {
-		if err := r.BeforeFinish(out, runErr); err != nil {
-			log.Warn().Err(err).Msg("rotation outcome not stored; it is finished at the next start")
-			return out, errors.Join(runErr, err)
+		if err := r.BeforeFinish(out, nil); err != nil {
+			log.Warn().Err(err).Msg("rotation outcome not stored; it is finished when resumed")
+			return out, err
 		}
 	}
 	kind := messages.EventCompleted
@@ -215,12 +219,9 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 		Kind: kind, RotationID: r.ID, UserRecordUID: r.Plan.User.UID, Steps: len(out.Results),
 		Succeeded: out.Succeeded, Failed: out.Failed, Effect: string(out.Effect),
 	}
-	if runErr != nil {
-		ev.Error = runErr.Error()
-	}
 	d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(kind), ev)
 	log.Info().Int("succeeded", out.Succeeded).Int("failed", out.Failed).Str("effect", string(out.Effect)).Msg("rotation finished")
-	return out, runErr
+	return out, nil
 }
 
 // engine runs one rotation's steps and decides its effect.
@@ -231,12 +232,13 @@ type engine struct {
 	r       Rotation
 	results *resultWatch
 	out     *Outcome
-	runErr  error // the rotation cannot go on (broker, ctx)
+	runErr  error // the rotation cannot go on now (ctx, JetStream): it is resumed
 	next    int   // index of the next unplanned step
 }
 
-// exec runs step, or when the rotation cannot go on reports it as not run.
-// skip, when not empty, is why the step is deliberately not run.
+// exec runs step. skip, when not empty, is why the step is deliberately
+// not run: its result is published. When the rotation cannot go on, the
+// step is left for the resumed rotation.
 func (e *engine) exec(step plan.Step, skip string) messages.RotationResult {
 	if e.runErr == nil && skip == "" {
 		rr, err := e.d.step(e.ctx, e.log, e.r, step, e.results, e.out)
@@ -246,18 +248,16 @@ func (e *engine) exec(step plan.Step, skip string) messages.RotationResult {
 		}
 		e.runErr = err
 	}
-	reason := skip
 	if e.runErr != nil {
-		reason = "not run: " + e.runErr.Error()
+		// Cut short: this step is run, or reported, when the rotation is
+		// resumed; nothing is published for it now.
+		rr := e.d.failed(e.r, step, "not run: "+e.runErr.Error())
+		e.out.add(rr)
+		return rr
 	}
-	rr := e.d.failed(e.r, step, reason)
-	// Every planned step gets a published result, also when the rotation
-	// cannot go on; unless stopping: then it is resumed later, and this
-	// step run or reported then.
-	if e.ctx.Err() == nil {
-		if err := e.d.report(e.ctx, e.log, step, rr); err != nil && e.runErr == nil {
-			e.runErr = err
-		}
+	rr := e.d.failed(e.r, step, skip)
+	if err := e.d.report(e.ctx, e.log, step, rr); err != nil {
+		e.runErr = err
 	}
 	e.out.add(rr)
 	return rr
@@ -397,7 +397,7 @@ func (d *Dispatcher) step(ctx context.Context, log zerolog.Logger, r Rotation, s
 func (d *Dispatcher) send(ctx context.Context, log zerolog.Logger, r Rotation, step plan.Step, task messages.Task, msg *nats.Msg,
 	results *resultWatch, out *Outcome) (messages.RotationResult, error) {
 	subj := d.opts.Layout.Subjects
-	out.Sent = true // from here on a target may receive the new password
+	out.reached++ // from here on a target may receive the new password
 	ack, err := d.retry(ctx, log, "publish task", func(ctx context.Context) (*jetstream.PubAck, error) {
 		return d.js.PublishMsg(ctx, msg, jetstream.WithMsgID(task.ID))
 	})
@@ -418,6 +418,7 @@ func (d *Dispatcher) send(ctx context.Context, log zerolog.Logger, r Rotation, s
 			log.Warn().Err(terr).Msg("check task pickup")
 		} else if !taken {
 			deadline = time.Now() // withdrawn: it can never run
+			out.reached--
 		}
 		rr, err = results.wait(ctx, want, deadline)
 	}
@@ -751,4 +752,42 @@ func (d *Dispatcher) event(ctx context.Context, log zerolog.Logger, subject stri
 	}); err != nil {
 		log.Error().Err(err).Str("subject", subject).Msg("event lost")
 	}
+}
+
+// Abandon ends rotation id of user, which cannot be resumed (why: its plan
+// changed, its passwords are gone): each of steps without a stored result
+// gets a failed result naming why, published with its step event; then
+// before stores the outcome (Sent: a previous coordinator may have
+// published any task), and only then is the rotation's failed event
+// published. It returns before's error, or the error of a publish when
+// ctx ended first.
+func (d *Dispatcher) Abandon(ctx context.Context, id, user string, steps []plan.Step, why string, before func(Outcome) error) (Outcome, error) {
+	out := Outcome{RotationID: id, Sent: true, Effect: EffectNotCommitted, Note: why}
+	log := d.log.With().Str("rotation_id", id).Str("user_uid", user).Logger()
+	r := Rotation{ID: id}
+	for _, step := range steps {
+		rr, err := d.storedResult(ctx, id, step.Index)
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out, fmt.Errorf("read stored result of step %d: %w", step.Index, err)
+		}
+		if err != nil {
+			rr = d.failed(r, step, "not run: "+why)
+			if err := d.report(ctx, log, step, rr); err != nil {
+				return out, err
+			}
+		}
+		out.add(rr)
+		if !rr.Success {
+			out.Unresolved++
+		}
+	}
+	if err := before(out); err != nil {
+		return out, err
+	}
+	d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(messages.EventFailed), messages.RotationEvent{
+		Kind: messages.EventFailed, RotationID: id, UserRecordUID: user, Steps: len(out.Results),
+		Succeeded: out.Succeeded, Failed: out.Failed, Effect: string(out.Effect), Error: why,
+	})
+	log.Warn().Str("why", why).Msg("rotation abandoned")
+	return out, nil
 }

@@ -84,9 +84,15 @@ var (
 type BusyError struct {
 	User       string
 	RotationID string
+	// State is the holder's state as read: "running", or "starting" when
+	// its run is not stored yet. Empty when not read.
+	State string
 }
 
 func (e *BusyError) Error() string {
+	if e.State == "starting" {
+		return fmt.Sprintf("user %s: rotation %s is starting", e.User, e.RotationID)
+	}
 	return fmt.Sprintf("user %s: rotation %s is already running", e.User, e.RotationID)
 }
 func (e *BusyError) Unwrap() error { return ErrBusy }
@@ -126,6 +132,11 @@ type wireRun struct {
 func runKey(id string) string    { return "run." + id }
 func lockKey(user string) string { return "lock." + messages.HostToken(user) }
 
+// StaleLockAge is how long a lock may name a run that is not stored before
+// Lock takes it over: a coordinator takes the lock, then stores the run
+// at once, and releases the lock when it cannot.
+const StaleLockAge = time.Minute
+
 // Lock takes user's lock for rotation id, or returns a *BusyError.
 //
 // A run is stored finished before its lock is released, so a client that
@@ -153,11 +164,21 @@ func (s *Store) Lock(ctx context.Context, user, id string) error {
 			return fmt.Errorf("lock user %s: read its lock: %w", user, err)
 		}
 		holder = string(e.Value())
+		if holder == id {
+			// Our own write, applied although its answer said otherwise
+			// (a lost reply, a retried request on a cluster).
+			return nil
+		}
 		r, err := s.Get(ctx, holder)
 		switch {
-		case errors.Is(err, ErrNotFound), err == nil && !r.Finished():
-			// Running, or being stored by its coordinator.
-			return &BusyError{User: user, RotationID: holder}
+		case errors.Is(err, ErrNotFound) && time.Since(e.Created()) < StaleLockAge:
+			// Being stored by its coordinator.
+			return &BusyError{User: user, RotationID: holder, State: "starting"}
+		case errors.Is(err, ErrNotFound):
+			// Its coordinator could not store the run, nor release the
+			// lock: taken over.
+		case err == nil && !r.Finished():
+			return &BusyError{User: user, RotationID: holder, State: string(r.State)}
 		case err != nil:
 			return fmt.Errorf("lock user %s: read the run holding it: %w", user, err)
 		}

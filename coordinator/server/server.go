@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -88,8 +87,8 @@ type Options struct {
 	// that failed (the pending password, a run's outcome, its lock): they
 	// are retried until they succeed or the server stops. Defaults to 5s.
 	StoreRetry time.Duration
-	// HealthEvery is how often the server checks whether store writes
-	// have been failing long enough (10s) to call Heal. Defaults to 5s.
+	// HealthEvery is how often the server checks whether the store has
+	// reported write errors long enough (10s) to heal it. Defaults to 5s.
 	HealthEvery time.Duration
 	// Storage, when set, is the embedded broker's JetStream store: while
 	// its writes fail (a full disk), GET /healthz answers 503 and the
@@ -123,9 +122,9 @@ type Server struct {
 	// latest list last.
 	idMu sync.Mutex
 
-	// fault is the last store write failure, nil once a write succeeds
-	// again: GET /healthz answers 503 with it.
-	fault atomic.Pointer[storeFault]
+	// faults are the writes failing now: GET /healthz answers 503 with
+	// the oldest.
+	faults faults
 
 	mu      sync.Mutex
 	quit    chan struct{} // closed by Stop
@@ -351,9 +350,16 @@ func (s *Server) resume(ctx context.Context) error {
 				err = errors.New("its credentials were not stored")
 			}
 			log.Error().Err(err).Msg("rotation cannot be resumed")
-			// Its tasks may have left: what the pending password is, is
-			// kept as uncommitted.
-			if err := s.finish(ctx, run, dispatch.Outcome{Sent: true}, fmt.Errorf("cannot resume after a coordinator restart: %w", err)); err != nil {
+			// Every planned step gets its result; its tasks may have left,
+			// so the pending password is kept as uncommitted.
+			why := fmt.Errorf("cannot resume after a coordinator restart: %w", err)
+			var steps []plan.Step
+			for _, st := range run.Steps {
+				steps = append(steps, plan.Step{Index: st.Index, Host: st.Host, RecordUID: st.UID, Script: inventory.Script{Name: st.Name, Title: st.Title}})
+			}
+			if _, err := s.disp.Abandon(ctx, run.ID, run.User, steps, why.Error(), func(out dispatch.Outcome) error {
+				return s.finish(ctx, run, out, why)
+			}); err != nil {
 				return err
 			}
 			continue
@@ -418,7 +424,14 @@ func (s *Server) Rotate(ctx context.Context, user string) (runs.Run, error) {
 		return runs.Run{}, err
 	}
 	if err := s.store.Put(ctx, run); err != nil {
-		_ = s.store.Unlock(context.WithoutCancel(ctx), user, run.ID)
+		// Released in the background, retried: a store that failed the
+		// Put may fail the release too (and Lock takes a lock over whose
+		// run was never stored after runs.StaleLockAge).
+		s.running.Go(func() {
+			_ = s.durably(context.Background(), "release the user lock", run.ID, func(ctx context.Context) error {
+				return s.store.Unlock(ctx, user, run.ID)
+			})
+		})
 		return runs.Run{}, err
 	}
 	s.launch(run, p, false)
@@ -448,15 +461,34 @@ func (s *Server) launch(run runs.Run, p *plan.Plan, resume bool) {
 			s.log.Info().Str("rotation_id", run.ID).Msg("rotation not started: stopping; it starts at the next start")
 			return
 		}
-		_, _ = s.disp.Run(ctx, dispatch.Rotation{
-			ID: run.ID, Plan: p, NewPassword: run.Secret.NewPassword, OldPassword: run.Secret.OldPassword, Resume: resume,
-			BeforeFinish: func(out dispatch.Outcome, err error) error {
-				return s.finish(ctx, run, out, err)
-			},
-		})
-		if ctx.Err() != nil {
-			// Stopping: the run stays "running" in the store and resumes at the next start.
-			s.log.Info().Str("rotation_id", run.ID).Msg("rotation interrupted by shutdown; it resumes at the next start")
+		// A rotation that cannot go on now (JetStream not answering a read
+		// or a watch) is resumed here, with a backoff, until it finishes or
+		// the server stops: never left running.
+		backoff := time.Duration(0)
+		for attempt := 1; ; attempt++ {
+			_, err := s.disp.Run(ctx, dispatch.Rotation{
+				ID: run.ID, Plan: p, NewPassword: run.Secret.NewPassword, OldPassword: run.Secret.OldPassword, Resume: resume || attempt > 1,
+				BeforeFinish: func(out dispatch.Outcome, err error) error {
+					return s.finish(ctx, run, out, err)
+				},
+			})
+			if err == nil {
+				s.clearFault("run rotation " + run.ID)
+				return
+			}
+			if ctx.Err() != nil {
+				// Stopping: the run stays "running" in the store and resumes at the next start.
+				s.log.Info().Str("rotation_id", run.ID).Msg("rotation interrupted by shutdown; it resumes at the next start")
+				return
+			}
+			s.setFault("run rotation "+run.ID, err)
+			backoff = min(max(2*backoff, time.Second), s.opts.StoreRetry)
+			s.log.Error().Err(err).Str("rotation_id", run.ID).Int("attempt", attempt).Dur("retry_in", backoff).Msg("rotation cut short; resuming it")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
 		}
 	}()
 }

@@ -52,12 +52,14 @@ func TestFleetWhileWorkerRestarts(t *testing.T) {
 	start := time.Now()
 	for _, user := range append(slices.Clone(webUsers), sshUsers...) {
 		wg.Go(func() {
+			prev := ""
 			for round := 0; round < fleetRounds; round++ {
 				id, err := d.tryRotate(user)
 				if err != nil {
-					t.Errorf("rotate %s (round %d): %v", user, round, err)
+					t.Errorf("rotate %s (round %d, the previous rotation %s seen finished): %v", user, round, prev, err)
 					return
 				}
+				prev = id
 				r, err := d.tryWait(id, 5*time.Minute, 100*time.Millisecond)
 				if err != nil {
 					t.Errorf("rotation %s of %s: %v", id, user, err)
