@@ -771,7 +771,7 @@ func (d *Dispatcher) Abandon(ctx context.Context, id, user string, steps []plan.
 			return out, fmt.Errorf("read stored result of step %d: %w", step.Index, err)
 		}
 		if err != nil {
-			rr = d.failed(r, step, "not run: "+why)
+			rr = d.failed(r, step, "no result (its task may have run before): "+why)
 			if err := d.report(ctx, log, step, rr); err != nil {
 				return out, err
 			}

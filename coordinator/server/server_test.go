@@ -354,3 +354,48 @@ func TestOfflineHost(t *testing.T) {
 		t.Fatalf("view = %+v", v)
 	}
 }
+
+// A running rotation the next coordinator cannot resume (the inventory
+// changed its plan) is ended: each planned step has a published result,
+// the run fails, and the new password, which its tasks carried, is kept as
+// uncommitted.
+func TestResumeAbandoned(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	scripts := map[string]string{
+		"u.sh":  "exit 0\n",
+		"m.sh":  fmt.Sprintf("touch %[1]s/m.started\nwhile [ ! -e %[1]s/release ]; do sleep 0.05; done\n", dir),
+		"m2.sh": "exit 0\n",
+	}
+	t.Cleanup(func() { _ = os.WriteFile(filepath.Join(dir, "release"), nil, 0o644) })
+	js, _ := startBroker(t)
+	s1, err := New(js, Options{Inventory: inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m.sh}]"), Key: &testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	startWorkers(t, s1, js, "gw", "m1")
+	run, err := s1.Rotate(t.Context(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, "m.started"))
+	if err := s1.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s2 := startServer(t, js, inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m2.sh}]"), dispatch.Options{})
+	v := waitFinished(t, s2.Handler(), run.ID)
+	if v.State != runs.StateFailed || v.Effect != string(dispatch.EffectNotCommitted) || len(v.Results) != 2 ||
+		!v.Results[0].Success || v.Results[1].Success || !strings.Contains(v.Results[1].Error, "cannot resume") {
+		t.Fatalf("abandoned run: %+v", v)
+	}
+	e, err := s2.vault.Get(t.Context(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Pending != nil || e.Password() != "a-old" || len(e.History) != 1 || e.History[0].Source != vault.SourceUncommitted || e.History[0].RotationID != run.ID {
+		t.Fatalf("record after an abandoned rotation: pending %v, history %+v", e.Pending != nil, e.History)
+	}
+}
