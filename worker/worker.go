@@ -54,7 +54,8 @@ type Options struct {
 	// coordinator when that is later: the task's expiry plus the script's
 	// timeout plus 30s (the coordinator's default kill grace), after which
 	// the coordinator reports the step itself and a later result is
-	// dropped. A hard stop leaves the tries 5s. Defaults to 1m.
+	// dropped. A hard stop leaves each of the publish, the started marker
+	// and the ack 5s of tries (15s at most in all). Defaults to 1m.
 	PublishTimeout time.Duration
 	// PublishAttemptTimeout bounds one attempt to publish a result, or to
 	// acknowledge a task, waiting for the broker's ack. An attempt whose
