@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/postrotate/postrotate/coordinator/vault"
@@ -118,7 +119,16 @@ func (s *Server) Record(ctx context.Context, uid string, reveal bool) (RecordVie
 	if p := e.Pending; p != nil {
 		v.Pending = &HistoryView{SetAt: p.SetAt, RotationID: p.RotationID, Source: p.Source, Password: show(p.Password)}
 	}
-	for _, h := range e.History {
+	// Uncommitted passwords moved out of the record come last.
+	archived, err := s.vault.Archived(ctx, uid)
+	if err != nil {
+		return RecordView{}, err
+	}
+	// One moved while its record was being written may be in both.
+	archived = slices.DeleteFunc(archived, func(a vault.Version) bool {
+		return slices.ContainsFunc(e.History, func(h vault.Version) bool { return h.RotationID == a.RotationID && h.Source == a.Source })
+	})
+	for _, h := range slices.Concat(e.History, archived) {
 		v.History = append(v.History, HistoryView{SetAt: h.SetAt, RotationID: h.RotationID, Source: h.Source, Password: show(h.Password)})
 	}
 	return v, nil

@@ -85,13 +85,14 @@ func TestPending(t *testing.T) {
 }
 
 // Uncommitted passwords are never trimmed from the history: each may be
-// the only copy of what a target holds.
+// the only copy of what a target holds. Beyond UncommittedInRecord they
+// move to archive entries, all still there.
 func TestUncommittedNeverTrimmed(t *testing.T) {
 	t.Parallel()
-	s, _, _ := setup(t, Options{HistoryLimit: 2})
+	s, _, _ := setup(t, Options{HistoryLimit: 2, UncommittedInRecord: 3})
 	apply(t, s, testInventory(t, "Inv-Pw-0", "Rotate"), ApplyOptions{})
 	ctx := t.Context()
-	for i := 1; i <= 4; i++ {
+	for i := 1; i <= 7; i++ {
 		id := fmt.Sprintf("lost-%d", i)
 		if err := s.SetPending(ctx, "svc-user", "Lost-"+id, id); err != nil {
 			t.Fatal(err)
@@ -112,7 +113,17 @@ func TestUncommittedNeverTrimmed(t *testing.T) {
 			previous = append(previous, v.Password)
 		}
 	}
-	if len(uncommitted) != 4 || !slices.Equal(previous, []string{"Pw-4", "Pw-3"}) {
+	if !slices.Equal(uncommitted, []string{"Lost-lost-7", "Lost-lost-6", "Lost-lost-5"}) || !slices.Equal(previous, []string{"Pw-4", "Pw-3"}) {
 		t.Fatalf("history: uncommitted %v, previous %v", uncommitted, previous)
+	}
+	archived, err := s.Archived(ctx, "svc-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := passwords(archived); !slices.Equal(got, []string{"Lost-lost-4", "Lost-lost-3", "Lost-lost-2", "Lost-lost-1"}) {
+		t.Fatalf("archived %v", got)
+	}
+	if other, err := s.Archived(ctx, "no-password"); err != nil || len(other) != 0 {
+		t.Fatalf("another record's archive: %v %v", other, err)
 	}
 }

@@ -56,6 +56,11 @@ type Options struct {
 	// HistoryLimit is the number of previous passwords kept per record,
 	// the current one excluded. Defaults to 10.
 	HistoryLimit int
+	// UncommittedInRecord is how many uncommitted passwords a record keeps
+	// in itself: older ones move to archive entries of their own (never
+	// dropped; Archived lists them), so that a record whose rotations keep
+	// failing does not outgrow a message. Defaults to 20.
+	UncommittedInRecord int
 	// KeySource says where the key came from (LoadKey's source), for the
 	// error Open returns when the key is not the store's. Empty: the error
 	// speaks of "the vault key".
@@ -68,6 +73,7 @@ func (o Options) withDefaults() Options {
 	o.Bucket = cmp.Or(o.Bucket, messages.Subjects{}.RecordsBucket())
 	o.Replicas = cmp.Or(o.Replicas, 1)
 	o.HistoryLimit = cmp.Or(o.HistoryLimit, 10)
+	o.UncommittedInRecord = cmp.Or(o.UncommittedInRecord, 20)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -124,8 +130,10 @@ type Entry struct {
 	// favour of a rotated one (ApplyReport.KeptRotated).
 	InventoryPassword string
 	// History holds the previous passwords, newest first: at most
-	// Options.HistoryLimit of them, plus every SourceUncommitted one, which
-	// is never trimmed (it may be the only copy of what a target holds).
+	// Options.HistoryLimit of them, plus the newest
+	// Options.UncommittedInRecord SourceUncommitted ones (older ones are
+	// archived, never dropped: each may be the only copy of what a target
+	// holds).
 	History []Version
 	// Pending is the new password of the rotation running for this
 	// record, stored before any task that carries it is published

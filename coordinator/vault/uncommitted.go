@@ -11,7 +11,8 @@ import (
 // but one a rotation may have set on a target without taking effect (a
 // script that failed, was in doubt or never reported; a failed built-in
 // rotation without rollback; a failed rollback): kept so that a person can
-// find it. It is never trimmed from the history.
+// find it. It is never trimmed from the history: beyond
+// Options.UncommittedInRecord it moves to an archive entry (Archived).
 const SourceUncommitted = "uncommitted"
 
 // SourcePending marks Entry.Pending: the new password of a rotation that
@@ -48,7 +49,10 @@ func (s *Store) SetPending(ctx context.Context, uid, password, rotationID string
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("store pending password of record %s: %w", uid, ErrNotFound)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return s.archiveOverflow(ctx, uid)
 }
 
 // settled reports whether rotation rotationID's password was committed or
@@ -109,7 +113,10 @@ func (s *Store) KeepUncommitted(ctx context.Context, uid, password, rotationID s
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("keep password of record %s: %w", uid, ErrNotFound)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return s.archiveOverflow(ctx, uid)
 }
 
 // DropPending removes the pending password of rotation rotationID from
