@@ -21,7 +21,17 @@ var benchStdin = []byte("eyJuZXdQYXNzd29yZCI6ICJiZW5jaCJ9\n")
 // BenchmarkLocalRun runs a trivial /bin/sh script through Local.Run: run
 // directory, script file, minimal environment, process group, masking.
 func BenchmarkLocalRun(b *testing.B) {
-	l := local.New(local.Options{TempDir: b.TempDir()})
+	benchLocal(b, local.New(local.Options{TempDir: b.TempDir()}))
+}
+
+// BenchmarkLocalRunNoCgroup is BenchmarkLocalRun where the script gets no
+// cgroup of its own (cgroup v2 not writable): the difference is the cgroup's
+// cost.
+func BenchmarkLocalRunNoCgroup(b *testing.B) {
+	benchLocal(b, local.NewWithoutCgroup(local.Options{TempDir: b.TempDir()}))
+}
+
+func benchLocal(b *testing.B, l *local.Local) {
 	job := executor.Job{
 		RotationID: "rot-bench", Step: 1, Attempt: 1,
 		Script:  executor.Script{Name: "bench.sh", Content: []byte(benchScript)},
