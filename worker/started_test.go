@@ -76,7 +76,9 @@ func TestInterruptedScript(t *testing.T) {
 			if !retry {
 				want := fmt.Sprintf(`in doubt: interrupted: the script was started by worker "w0" at %s (attempt 1) and its outcome is unknown; `+
 					"not run again (set retry_on_interrupt: true on the attachment to allow it)", m0.StartedAt.UTC().Format(time.RFC3339))
-				if rr.Success || rr.Error != want || rr.Attempt != 2 || rr.Worker != "w1" {
+				// Attempt 2, or later when a loaded machine let the ack
+				// deadline pass once more before w1 took it.
+				if rr.Success || rr.Error != want || rr.Attempt < 2 || rr.Worker != "w1" {
 					t.Fatalf("result = %+v\nwant error %q", rr, want)
 				}
 				if n := len(b.exec.Jobs()); n != 0 {
@@ -87,13 +89,13 @@ func TestInterruptedScript(t *testing.T) {
 				}
 				return
 			}
-			if !rr.Success || rr.Attempt != 2 || rr.Worker != "w1" {
+			if !rr.Success || rr.Attempt < 2 || rr.Worker != "w1" {
 				t.Fatalf("result = %+v", rr)
 			}
 			if n := len(b.exec.Jobs()); n != 1 {
 				t.Fatalf("script ran %d times on the second worker", n)
 			}
-			if m.Worker != "w1" || m.Attempt != 2 || m.ReportedAt.IsZero() {
+			if m.Worker != "w1" || m.Attempt != rr.Attempt || m.ReportedAt.IsZero() {
 				t.Fatalf("marker after the rerun = %+v", m)
 			}
 		})

@@ -184,10 +184,10 @@ func (b *bundle) kv(t *testing.T, bucket string) jetstream.KeyValue {
 // eventually polls cond until it holds, failing the test after 10s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
+			t.Fatalf("%s: not within 30s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -236,8 +236,8 @@ func (b *bundle) result(t *testing.T) messages.RotationResult {
 	select {
 	case rr := <-b.results:
 		return rr
-	case <-time.After(20 * time.Second):
-		t.Fatal("no result within 20s")
+	case <-time.After(30 * time.Second):
+		t.Fatal("no result within 30s")
 		return messages.RotationResult{}
 	}
 }
