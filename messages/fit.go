@@ -214,3 +214,16 @@ func runeLen(r rune, size int) int {
 	}
 	return size
 }
+
+// ResultHeaderRoom is what ResultLimit leaves of a server's max_payload for
+// a result message's headers beyond its message id, and the protocol.
+const ResultHeaderRoom = 1 << 10
+
+// ResultLimit is how large the encoded result published with message id
+// msgID (ResultMsgID) may be on a connection whose server takes messages of
+// at most maxPayload bytes, headers included: the limit to give
+// EncodeResultWithin.
+func ResultLimit(maxPayload int64, msgID string) int {
+	hdr := len("NATS/1.0\r\nNats-Msg-Id: \r\n\r\n")
+	return int(maxPayload) - ResultHeaderRoom - hdr - len(msgID)
+}

@@ -112,7 +112,7 @@ func (w *Worker) handle(ctx context.Context, msg message) {
 // (within the stream's duplicate window, 1h by default).
 func (w *Worker) reported(ctx context.Context, log zerolog.Logger, task messages.Task, v verdict) {
 	a := attempts{until: time.Now().Add(reportWithin), timeout: markerTimeout, maxTimeout: markerTimeout}
-	err := w.retry(ctx, a, func(context.Context) error {
+	err := w.retry(ctx, a, func(ctx context.Context) error {
 		err := w.markReported(ctx, task, v)
 		var api *jetstream.APIError
 		if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {

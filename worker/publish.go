@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -17,10 +18,6 @@ import (
 // (coordinator/dispatch Options.KillGrace): a step's deadline is its task's
 // expiry plus the script's timeout plus this.
 const coordinatorKillGrace = 30 * time.Second
-
-// headerRoom is what a result's size leaves of the server's max_payload
-// for its headers: Nats-Msg-Id, and room for a few more.
-const headerRoom = 1 << 10
 
 // stepDeadline is when the coordinator stops waiting for task's result:
 // a script started before the task expired, ran at most its timeout, and
@@ -59,7 +56,7 @@ func (w *Worker) publishUntil(ctx context.Context, log zerolog.Logger, subject, 
 	var data []byte
 	limit := -1
 	try := func(ctx context.Context) error {
-		if l := resultLimit(nc.MaxPayload(), msgID); l != limit {
+		if l := messages.ResultLimit(nc.MaxPayload(), msgID); l != limit {
 			d, err := w.encodeResult(log, rr, l)
 			if err != nil {
 				return permanentError{err}
@@ -94,13 +91,6 @@ func (w *Worker) publishUntil(ctx context.Context, log zerolog.Logger, subject, 
 // attempt may take after attempts that timed out.
 const maxAttemptGrowth = 8
 
-// resultLimit is how large a result may be on a connection whose server
-// takes messages of at most maxPayload bytes, headers included.
-func resultLimit(maxPayload int64, msgID string) int {
-	hdr := len("NATS/1.0\r\n" + jetstream.MsgIDHeader + ": \r\n\r\n")
-	return int(maxPayload) - headerRoom - hdr - len(msgID)
-}
-
 // encodeResult encodes rr within limit bytes, saying so when its outputs
 // had to be shortened.
 func (w *Worker) encodeResult(log zerolog.Logger, rr messages.RotationResult, limit int) ([]byte, error) {
@@ -123,17 +113,17 @@ func (w *Worker) encodeResult(log zerolog.Logger, rr messages.RotationResult, li
 // defaultResultSize is about what a result whose two outputs are at the
 // executors' default cap takes: 2 × 1 MiB of plain text, the other fields
 // and the headers. Escaped characters make it larger still.
-const defaultResultSize = 2*executor.DefaultOutputLimit + 2*headerRoom + 1<<10
+const defaultResultSize = 2*executor.DefaultOutputLimit + 2*messages.ResultHeaderRoom + 1<<10
 
-// warnMaxPayload logs, once at start, when the server's max_payload is
-// below what a result with two full default-capped outputs needs.
-func (w *Worker) warnMaxPayload() {
-	nc := w.js.Conn()
+// WarnMaxPayload logs, once at start of a worker or a coordinator, when
+// the server's max_payload is below what a result with two full
+// default-capped outputs needs.
+func WarnMaxPayload(log zerolog.Logger, nc *nats.Conn) {
 	if nc == nil {
 		return
 	}
 	if mp := nc.MaxPayload(); mp < defaultResultSize {
-		w.log.Warn().Int64("max_payload", mp).Int("output_cap", executor.DefaultOutputLimit).
+		log.Warn().Int64("max_payload", mp).Int("output_cap", executor.DefaultOutputLimit).
 			Msg("the NATS server's max_payload is below two capped outputs: results with more output are shortened to fit it " +
 				"(head and tail kept); to keep them whole, raise max_payload in the server's configuration, e.g. max_payload: 8MB")
 	}

@@ -63,7 +63,7 @@ func TestResultFitsMaxPayload(t *testing.T) {
 	if mp != 1<<20 {
 		t.Fatalf("server max_payload %d, want the default 1 MiB", mp)
 	}
-	if len(stored.Data)+headerRoom > mp {
+	if len(stored.Data)+messages.ResultHeaderRoom > mp {
 		t.Errorf("stored result %d bytes, server max_payload %d", len(stored.Data), mp)
 	}
 	// The room is used: stdout keeps at least a quarter of it (stderr,

@@ -190,7 +190,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if w.opts.Trust == nil {
 		w.log.Warn().Msg("tasks are not verified: start the worker with credentials")
 	}
-	w.warnMaxPayload()
+	WarnMaxPayload(w.log, w.js.Conn())
 	w.log.Info().Bool("verified", w.opts.Trust != nil).Msg("worker started")
 	return nil
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
-	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/worker"
 	"github.com/postrotate/postrotate/worker/natsconn"
@@ -202,12 +201,7 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 		log.Info().Str("url", b.ClientURL()).Bool("authentication", !cfg.insecureWorkers).Msg("embedded nats-server listening")
 	}
 	defer nc.Close()
-	// Two capped outputs (stdout, stderr) and the result's other fields:
-	// below that, results are shortened to fit (the workers say so too).
-	if mp := nc.MaxPayload(); mp < 2*executor.DefaultOutputLimit+64<<10 {
-		log.Warn().Int64("max_payload", mp).Int("output_cap", executor.DefaultOutputLimit).
-			Msg("the NATS server's max_payload is below two capped outputs: results with more output are shortened to fit it, and a task whose script is larger is refused; raise max_payload in the server's configuration, e.g. max_payload: 8MB")
-	}
+	worker.WarnMaxPayload(log, nc)
 	if cfg.pickupTimeout <= cfg.pinnedTTL {
 		log.Warn().Dur("pickup_timeout", cfg.pickupTimeout).Dur("pinned_ttl", cfg.pinnedTTL).
 			Msg("--pickup-timeout is not above --pinned-ttl: when a host's pinned worker crashes, its steps fail before the host's other worker may take over")

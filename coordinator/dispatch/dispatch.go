@@ -92,7 +92,7 @@ type Rotation struct {
 	// whoever sees the event also sees the stored outcome. When it returns
 	// an error (the outcome could not be stored before ctx ended) Run
 	// returns it without the event: the rotation is resumed later.
-	BeforeFinish func(Outcome, error) error
+	BeforeFinish func(Outcome) error
 }
 
 // NewID returns a fresh, time-ordered rotation id (a UUIDv7).
@@ -157,6 +157,10 @@ type Outcome struct {
 	reached int
 }
 
+// Commits reports whether the rotation's new password is the user's now:
+// it took effect, or a failed rollback most likely left it set.
+func (o Outcome) Commits() bool { return o.Effect == EffectCommitted || o.StillSet }
+
 // Success reports whether the rotation took effect and nothing failed in
 // the end.
 func (o Outcome) Success() bool {
@@ -206,7 +210,7 @@ func (d *Dispatcher) Run(ctx context.Context, r Rotation) (Outcome, error) {
 		return out, e.runErr
 	}
 	if r.BeforeFinish != nil {
-		if err := r.BeforeFinish(out, nil); err != nil {
+		if err := r.BeforeFinish(out); err != nil {
 			log.Warn().Err(err).Msg("rotation outcome not stored; it is finished when resumed")
 			return out, err
 		}
@@ -470,10 +474,6 @@ func (d *Dispatcher) stepEvent(ctx context.Context, log zerolog.Logger, step pla
 	})
 }
 
-// resultHeaderRoom is what a result message's headers (its message id)
-// and the protocol may take of the server's max_payload.
-const resultHeaderRoom = 1024
-
 // Attempts of a publish: each is short, so that a lost ack (a broker
 // restarting, a leader moving) costs one attempt, not the whole wait.
 const (
@@ -720,13 +720,12 @@ func (d *Dispatcher) Results(ctx context.Context, rotationID string, steps int) 
 }
 
 func (d *Dispatcher) publishResult(ctx context.Context, rr messages.RotationResult) (*jetstream.PubAck, error) {
-	// Within the server's max_payload, with room for the headers.
-	data, err := messages.EncodeResultWithin(rr, int(d.js.Conn().MaxPayload())-resultHeaderRoom)
+	msgID := messages.ResultMsgID(rr.RotationID, rr.Step)
+	data, err := messages.EncodeResultWithin(rr, messages.ResultLimit(d.js.Conn().MaxPayload(), msgID))
 	if err != nil {
 		return nil, err
 	}
-	return d.js.Publish(ctx, d.opts.Layout.Subjects.Result(rr.RotationID, rr.Step), data,
-		jetstream.WithMsgID(messages.ResultMsgID(rr.RotationID, rr.Step)))
+	return d.js.Publish(ctx, d.opts.Layout.Subjects.Result(rr.RotationID, rr.Step), data, jetstream.WithMsgID(msgID))
 }
 
 // event publishes an event; a lost event is logged, never fatal.

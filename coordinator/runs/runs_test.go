@@ -1,6 +1,7 @@
 package runs_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -12,7 +13,9 @@ import (
 	"github.com/postrotate/postrotate/messages"
 )
 
-func TestLock(t *testing.T) {
+// openStore returns a runs store over a fresh broker, and the test's context.
+func openStore(t *testing.T) (*runs.Store, context.Context) {
+	t.Helper()
 	js, _ := brokertest.JetStream(t, broker.Options{})
 	ctx := t.Context()
 	layout := dispatch.Layout{Subjects: messages.Subjects{}}
@@ -23,6 +26,11 @@ func TestLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, ctx
+}
+
+func TestLock(t *testing.T) {
+	s, ctx := openStore(t)
 	busy := func(id, holder string) {
 		t.Helper()
 		var be *runs.BusyError
@@ -71,16 +79,7 @@ func TestLock(t *testing.T) {
 // releases it at the same moment (a client that saw the run finish asks
 // for the next rotation at once).
 func TestLockRacesUnlock(t *testing.T) {
-	js, _ := brokertest.JetStream(t, broker.Options{})
-	ctx := t.Context()
-	layout := dispatch.Layout{Subjects: messages.Subjects{}}
-	if err := layout.Setup(ctx, js); err != nil {
-		t.Fatal(err)
-	}
-	s, err := runs.Open(ctx, js, layout.Subjects, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ctx := openStore(t)
 	prev := "r0"
 	if err := s.Lock(ctx, "alice", prev); err != nil {
 		t.Fatal(err)

@@ -468,8 +468,8 @@ func (s *Server) launch(run runs.Run, p *plan.Plan, resume bool) {
 		for attempt := 1; ; attempt++ {
 			_, err := s.disp.Run(ctx, dispatch.Rotation{
 				ID: run.ID, Plan: p, NewPassword: run.Secret.NewPassword, OldPassword: run.Secret.OldPassword, Resume: resume || attempt > 1,
-				BeforeFinish: func(out dispatch.Outcome, err error) error {
-					return s.finish(ctx, run, out, err)
+				BeforeFinish: func(out dispatch.Outcome) error {
+					return s.finish(ctx, run, out, nil)
 				},
 			})
 			if err == nil {
@@ -521,8 +521,7 @@ func (s *Server) finish(ctx context.Context, run runs.Run, out dispatch.Outcome,
 	if err != nil {
 		run.Error = err.Error()
 	}
-	committed := out.Effect == dispatch.EffectCommitted || out.StillSet
-	if !committed && out.Sent {
+	if !out.Commits() && out.Sent {
 		run.Note += "; the new password may be on a target: it is kept in the record's history as uncommitted"
 	}
 	steps := []struct {
@@ -554,7 +553,7 @@ func (s *Server) settle(ctx context.Context, run runs.Run, secret *runs.Secret, 
 		newPassword = secret.NewPassword
 	}
 	switch {
-	case (out.Effect == dispatch.EffectCommitted || out.StillSet) && newPassword != "":
+	case out.Commits() && newPassword != "":
 		return s.vault.Commit(ctx, run.User, newPassword, run.ID)
 	case out.Sent || out.MayHaveChanged:
 		return s.vault.KeepUncommitted(ctx, run.User, newPassword, run.ID)

@@ -288,6 +288,30 @@ func TestConcurrency(t *testing.T) {
 	waitFinished(t, h, a.ID)
 }
 
+// stoppedMidScript starts a server on js with inv and workers of gw and m1,
+// rotates alice, and stops the server once alice's machine script has
+// created dir/m.started: the rotation is left running.
+func stoppedMidScript(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory, dir string) (*Server, runs.Run) {
+	t.Helper()
+	s, err := New(js, Options{Inventory: inv, Key: &testKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	startWorkers(t, s, js, "gw", "m1")
+	run, err := s.Rotate(t.Context(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, "m.started"))
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s, run
+}
+
 // A coordinator stopped mid-rotation leaves the run in JetStream; the next
 // one resumes it: finished steps are not run again, the rotation completes.
 func TestResumeAfterRestart(t *testing.T) {
@@ -299,22 +323,7 @@ func TestResumeAfterRestart(t *testing.T) {
 		"m.sh": fmt.Sprintf("echo m >> %[1]s\ntouch %[2]s/m.started\nwhile [ ! -e %[2]s/release ]; do sleep 0.05; done\n", count, dir),
 	}, "[{file: u.sh}]", "[{file: m.sh}]")
 	js, _ := startBroker(t)
-	s1, err := New(js, Options{Inventory: inv, Key: &testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s1.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	startWorkers(t, s1, js, "gw", "m1")
-	run, err := s1.Rotate(t.Context(), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFile(t, filepath.Join(dir, "m.started"))
-	if err := s1.Stop(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	s1, run := stoppedMidScript(t, js, inv, dir)
 	if r, err := s1.store.Get(t.Context(), run.ID); err != nil || r.State != runs.StateRunning {
 		t.Fatalf("after stop: %+v %v", r, err)
 	}
@@ -369,22 +378,7 @@ func TestResumeAbandoned(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = os.WriteFile(filepath.Join(dir, "release"), nil, 0o644) })
 	js, _ := startBroker(t)
-	s1, err := New(js, Options{Inventory: inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m.sh}]"), Key: &testKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s1.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	startWorkers(t, s1, js, "gw", "m1")
-	run, err := s1.Rotate(t.Context(), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFile(t, filepath.Join(dir, "m.started"))
-	if err := s1.Stop(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	_, run := stoppedMidScript(t, js, inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m.sh}]"), dir)
 	s2 := startServer(t, js, inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m2.sh}]"), dispatch.Options{})
 	v := waitFinished(t, s2.Handler(), run.ID)
 	if v.State != runs.StateFailed || v.Effect != string(dispatch.EffectNotCommitted) || len(v.Results) != 2 ||

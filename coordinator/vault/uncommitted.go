@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -31,6 +32,7 @@ func (s *Store) SetPending(ctx context.Context, uid, password, rotationID string
 		return fmt.Errorf("store pending password of record %s: empty password", uid)
 	}
 	now := s.now()
+	over := false
 	err := s.modify(ctx, uid, func(e *Entry) error {
 		if p := e.Pending; p != nil && p.RotationID == rotationID {
 			if p.Password != password {
@@ -41,7 +43,7 @@ func (s *Store) SetPending(ctx context.Context, uid, password, rotationID string
 		if settled(*e, rotationID) {
 			return errNoChange // resumed after its end was stored
 		}
-		s.settle(e, now)
+		over = s.settle(e, now)
 		e.Pending = &Version{Password: password, SetAt: now, RotationID: rotationID, Source: SourcePending}
 		e.UpdatedAt = now
 		return nil
@@ -49,7 +51,7 @@ func (s *Store) SetPending(ctx context.Context, uid, password, rotationID string
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("store pending password of record %s: %w", uid, ErrNotFound)
 	}
-	if err != nil {
+	if err != nil || !over {
 		return err
 	}
 	return s.archiveOverflow(ctx, uid)
@@ -70,19 +72,26 @@ func settled(e Entry, rotationID string) bool {
 }
 
 // settle moves e's pending password, if any, to the front of the history
-// as uncommitted.
-func (s *Store) settle(e *Entry, now time.Time) {
+// as uncommitted. It reports whether the record now holds more uncommitted
+// passwords than it keeps (archiveOverflow).
+func (s *Store) settle(e *Entry, now time.Time) (over bool) {
 	p := e.Pending
 	if p == nil {
-		return
+		return false
 	}
 	e.Pending = nil
-	for _, h := range e.History {
-		if h.Source == SourceUncommitted && h.RotationID == p.RotationID {
-			return
-		}
+	return s.keep(e, p.Password, p.RotationID, now)
+}
+
+// keep puts password at the front of e's history as rotation rotationID's
+// uncommitted password, unless it is there already. It reports whether the
+// record now holds more uncommitted passwords than it keeps
+// (archiveOverflow).
+func (s *Store) keep(e *Entry, password, rotationID string, now time.Time) (over bool) {
+	if !slices.ContainsFunc(e.History, func(h Version) bool { return h.Source == SourceUncommitted && h.RotationID == rotationID }) {
+		e.History = s.trim(append([]Version{{Password: password, SetAt: now, RotationID: rotationID, Source: SourceUncommitted}}, e.History...))
 	}
-	e.History = s.trim(append([]Version{{Password: p.Password, SetAt: now, RotationID: p.RotationID, Source: SourceUncommitted}}, e.History...))
+	return len(overflow(e.History, s.opts.UncommittedInRecord)) > 0
 }
 
 // KeepUncommitted keeps password, which rotation rotationID may have set on
@@ -92,28 +101,23 @@ func (s *Store) settle(e *Entry, now time.Time) {
 // password keeps only the rotation's pending password, if any.
 func (s *Store) KeepUncommitted(ctx context.Context, uid, password, rotationID string) error {
 	now := s.now()
+	over := false
 	err := s.modify(ctx, uid, func(e *Entry) error {
-		if p := e.Pending; p != nil && p.RotationID == rotationID {
-			s.settle(e, now)
-			e.UpdatedAt = now
-			return nil
-		}
-		if password == "" {
+		switch p := e.Pending; {
+		case p != nil && p.RotationID == rotationID:
+			over = s.settle(e, now)
+		case password == "" || settled(*e, rotationID):
 			return errNoChange
+		default:
+			over = s.keep(e, password, rotationID, now)
 		}
-		for _, h := range e.History {
-			if h.Source == SourceUncommitted && h.RotationID == rotationID {
-				return errNoChange
-			}
-		}
-		e.History = s.trim(append([]Version{{Password: password, SetAt: now, RotationID: rotationID, Source: SourceUncommitted}}, e.History...))
 		e.UpdatedAt = now
 		return nil
 	})
 	if errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("keep password of record %s: %w", uid, ErrNotFound)
 	}
-	if err != nil {
+	if err != nil || !over {
 		return err
 	}
 	return s.archiveOverflow(ctx, uid)
