@@ -257,26 +257,21 @@ func (br *broker) connect(t *testing.T, url string) (*nats.Conn, jetstream.JetSt
 	return nc, js
 }
 
-// createLayout creates the streams, host's consumer and buckets as setup does.
+// createLayout creates the coordinator's streams, host's consumer and buckets.
 func (b *bundle) createLayout(t *testing.T) {
 	t.Helper()
 	ctx := t.Context()
-	if _, err := b.js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.TasksStream(), Subjects: []string{b.subj.AllTasks()}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+	lay := b.layout()
+	if err := lay.Setup(ctx, b.js); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.ResultsStream(), Subjects: []string{b.subj.AllResults(), b.subj.AllRefused()}}); err != nil {
+	if err := lay.EnsureHosts(ctx, b.js, host); err != nil {
 		t.Fatal(err)
 	}
 	var err error
-	b.consumer, err = b.js.CreateConsumer(ctx, b.subj.TasksStream(), jetstream.ConsumerConfig{
-		Durable: b.subj.Consumer(host), FilterSubject: b.subj.Tasks(host), AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: b.cfg.ackWait, MaxAckPending: 1, MaxDeliver: b.cfg.maxDeliver,
-		PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{messages.PriorityGroup}, PinnedTTL: b.cfg.ackWait,
-	})
-	if err != nil {
+	if b.consumer, err = b.js.Consumer(ctx, b.subj.TasksStream(), b.subj.Consumer(host)); err != nil {
 		t.Fatal(err)
 	}
-	b.createBuckets(t)
 }
 
 // resultsOn counts the results stream's messages with message id msgID's

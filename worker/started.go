@@ -162,7 +162,7 @@ func (w *Worker) startedBucket(ctx context.Context) (jetstream.KeyValue, error) 
 
 // startedGet reads key from the started bucket. A handle bound while the
 // bucket's stream allowed direct gets sends them to a subject nobody
-// answers once serve turned them off (coordinator/consistent): on "no
+// answers once serve turned them off (messages/consistent): on "no
 // responders" the handle is dropped, so the next try binds again and reads
 // from the stream's leader.
 func (w *Worker) startedGet(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {

@@ -162,7 +162,7 @@ func TestStartedKey(t *testing.T) {
 
 // A worker that bound the started bucket while its stream allowed direct
 // gets keeps working once the coordinator turns them off (leader reads,
-// coordinator/consistent): its first read finds no responders, it binds
+// messages/consistent): its first read finds no responders, it binds
 // again and reads from the leader.
 func TestStartedBucketDirectGetsTurnedOff(t *testing.T) {
 	t.Parallel()

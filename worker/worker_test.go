@@ -16,6 +16,7 @@ import (
 
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/layout"
 )
 
 func TestMain(m *testing.M) {
@@ -93,18 +94,16 @@ func setup(t *testing.T, cfg config, mod func(*Options)) (*Worker, *bundle) {
 	nc, js := b.connect(t)
 	b.js = js
 	ctx := t.Context()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.TasksStream(), Subjects: []string{b.subj.AllTasks()}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+	lay := b.layout()
+	for _, sc := range lay.Streams() {
+		if _, err := js.CreateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lay.EnsureHosts(ctx, js, host); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.ResultsStream(), Subjects: []string{b.subj.AllResults(), b.subj.AllRefused()}}); err != nil {
-		t.Fatal(err)
-	}
-	b.consumer, err = js.CreateConsumer(ctx, b.subj.TasksStream(), jetstream.ConsumerConfig{
-		Durable: b.subj.Consumer(host), FilterSubject: b.subj.Tasks(host), AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: cfg.ackWait, MaxAckPending: 1, MaxDeliver: cfg.maxDeliver,
-		PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{messages.PriorityGroup}, PinnedTTL: cfg.ackWait,
-	})
-	if err != nil {
+	if b.consumer, err = js.Consumer(ctx, b.subj.TasksStream(), b.subj.Consumer(host)); err != nil {
 		t.Fatal(err)
 	}
 	if !cfg.noBuckets {
@@ -157,15 +156,17 @@ func (b *bundle) worker(t *testing.T, js jetstream.JetStream, exec executor.Exec
 	return w
 }
 
-// createBuckets creates the KV buckets as the coordinator's layout
-// (coordinator/dispatch.Layout.Buckets) does.
+// layout is the coordinator's JetStream layout with the test's limits.
+func (b *bundle) layout() layout.Layout {
+	return layout.Layout{Subjects: b.subj, AckWait: b.cfg.ackWait, MaxDeliver: b.cfg.maxDeliver, PinnedTTL: b.cfg.ackWait, WorkerTTL: b.cfg.workerTTL}
+}
+
+// createBuckets creates the KV buckets of the coordinator's layout as
+// nats.go does, with direct gets on (the coordinator turns them off:
+// TestStartedBucketDirectGetsTurnedOff does it under a running worker).
 func (b *bundle) createBuckets(t *testing.T) {
 	t.Helper()
-	for _, cfg := range []jetstream.KeyValueConfig{
-		{Bucket: b.subj.RunsBucket(), History: 1},
-		{Bucket: b.subj.WorkersBucket(), TTL: b.cfg.workerTTL},
-		{Bucket: b.subj.StartedBucket(), TTL: 30 * 24 * time.Hour},
-	} {
+	for _, cfg := range b.layout().Buckets() {
 		if _, err := b.js.CreateKeyValue(t.Context(), cfg); err != nil {
 			t.Fatal(err)
 		}

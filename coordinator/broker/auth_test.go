@@ -19,9 +19,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
-	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
+	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker/natsconn"
 )
 
@@ -132,7 +132,7 @@ func setupAuth(t *testing.T) *authFixture {
 	if f.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
-	layout := dispatch.Layout{Subjects: f.subj}
+	layout := layout.Layout{Subjects: f.subj}
 	if err := layout.Setup(t.Context(), f.js); err != nil {
 		t.Fatal(err)
 	}

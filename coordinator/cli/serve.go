@@ -26,6 +26,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker"
 	"github.com/postrotate/postrotate/worker/natsconn"
 )
@@ -225,7 +226,7 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	srv, err := server.New(js, server.Options{
 		Inventory: inv,
 		Dispatch: dispatch.Options{
-			Layout:        dispatch.Layout{Subjects: subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL, Replicas: cfg.replicas},
+			Layout:        layout.Layout{Subjects: subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL, Replicas: cfg.replicas},
 			PickupTimeout: cfg.pickupTimeout,
 		},
 		Logger:      &log,

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/layout"
 )
 
 // A task that reaches MaxDeliver (a worker that takes it and never acks)
@@ -25,7 +26,7 @@ func TestMaxDeliveriesFailsStep(t *testing.T) {
 // MaxDeliver first: it is removed without speaking for the step.
 func testMaxDeliveries(t *testing.T, signed bool) {
 	b := setup(t, false)
-	layout := Layout{AckWait: 300 * time.Millisecond, MaxDeliver: 2, PinnedTTL: 300 * time.Millisecond}
+	layout := layout.Layout{AckWait: 300 * time.Millisecond, MaxDeliver: 2, PinnedTTL: 300 * time.Millisecond}
 	if err := layout.EnsureHosts(t.Context(), b.js, "gw-1"); err != nil {
 		t.Fatal(err)
 	}

@@ -17,12 +17,13 @@ import (
 	"github.com/postrotate/postrotate/coordinator/plan"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
+	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/payload"
 )
 
 // Options configure a Dispatcher. A zero field means its default.
 type Options struct {
-	Layout Layout
+	Layout layout.Layout
 	// PickupTimeout is how long a task may wait for its host's worker
 	// before it expires and the step fails. Defaults to 1m.
 	PickupTimeout time.Duration
@@ -62,7 +63,7 @@ type Dispatcher struct {
 
 // New returns a dispatcher. It does not create streams: call Layout.Setup.
 func New(js jetstream.JetStream, opts Options) *Dispatcher {
-	opts.Layout = opts.Layout.withDefaults()
+	opts.Layout = opts.Layout.WithDefaults()
 	opts.PickupTimeout = cmp.Or(opts.PickupTimeout, time.Minute)
 	opts.KillGrace = cmp.Or(opts.KillGrace, 30*time.Second)
 	if opts.Now == nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/plan"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker"
 )
 
@@ -26,7 +27,7 @@ type bundle struct {
 	broker *broker.Broker
 	js     jetstream.JetStream
 	nc     *nats.Conn
-	layout Layout
+	layout layout.Layout
 	plan   *plan.Plan
 	dir    string
 }
@@ -69,7 +70,7 @@ func setupListen(tb testing.TB, withWorker bool, listen string) *bundle {
 	}
 	js, b := brokertest.JetStream(tb, broker.Options{StoreDir: filepath.Join(dir, "js"), Listen: listen})
 	nc := js.Conn()
-	var layout Layout
+	var layout layout.Layout
 	ctx := context.Background()
 	if err := layout.Setup(ctx, js); err != nil {
 		tb.Fatal(err)

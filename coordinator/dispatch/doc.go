@@ -1,5 +1,5 @@
-// Package dispatch owns postrotate's JetStream layout (DESIGN §6) and runs
-// rotations over it: for each planned step it builds the Keeper stdin
+// Package dispatch runs rotations over JetStream
+// (the layout is package messages/layout): for each planned step it builds the Keeper stdin
 // payload, publishes the task on its host's subject, waits for the step's
 // RotationResult, and publishes rotation and step events for integrations.
 //

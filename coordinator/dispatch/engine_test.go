@@ -17,6 +17,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/local"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker"
 )
 
@@ -78,7 +79,7 @@ func engineCase(t *testing.T, acct *account, inv string, scripts map[string]stri
 		t.Fatal(err)
 	}
 	js, _ := brokertest.JetStream(t, broker.Options{StoreDir: filepath.Join(dir, "js")})
-	var layout Layout
+	var layout layout.Layout
 	if err := layout.Setup(t.Context(), js); err != nil {
 		t.Fatal(err)
 	}

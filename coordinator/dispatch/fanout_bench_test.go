@@ -24,6 +24,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	sshexec "github.com/postrotate/postrotate/executor/ssh"
 	"github.com/postrotate/postrotate/executor/ssh/sshdtest"
+	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker"
 )
 
@@ -208,7 +209,7 @@ func fanOutRotations(b *testing.B, dir string, servers []*sshdtest.Server) (jets
 	}
 	js, _ := brokertest.JetStream(b, broker.Options{StoreDir: filepath.Join(dir, "js")})
 	ctx := context.Background()
-	var layout Layout
+	var layout layout.Layout
 	if err := layout.Setup(ctx, js); err != nil {
 		b.Fatal(err)
 	}

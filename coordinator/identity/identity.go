@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
-	"github.com/postrotate/postrotate/coordinator/consistent"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/consistent"
 	"github.com/postrotate/postrotate/messages/envelope"
 )
 

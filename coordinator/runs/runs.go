@@ -110,7 +110,7 @@ type Store struct {
 	sealer Sealer
 }
 
-// Open binds to the runs bucket of subj (created by dispatch.Layout.Setup).
+// Open binds to the runs bucket of subj (created by layout.Layout.Setup).
 // With a sealer, a run's Secret is stored sealed; without one (tests), in
 // clear.
 func Open(ctx context.Context, js jetstream.JetStream, subj messages.Subjects, sealer Sealer) (*Store, error) {

@@ -8,9 +8,9 @@ import (
 
 	"github.com/postrotate/postrotate/coordinator/broker"
 	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
-	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/layout"
 )
 
 // openStore returns a runs store over a fresh broker, and the test's context.
@@ -18,7 +18,7 @@ func openStore(t *testing.T) (*runs.Store, context.Context) {
 	t.Helper()
 	js, _ := brokertest.JetStream(t, broker.Options{})
 	ctx := t.Context()
-	layout := dispatch.Layout{Subjects: messages.Subjects{}}
+	layout := layout.Layout{Subjects: messages.Subjects{}}
 	if err := layout.Setup(ctx, js); err != nil {
 		t.Fatal(err)
 	}

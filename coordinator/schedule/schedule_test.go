@@ -17,8 +17,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
-	"github.com/postrotate/postrotate/coordinator/consistent"
 	"github.com/postrotate/postrotate/coordinator/inventory"
+	"github.com/postrotate/postrotate/messages/consistent"
 )
 
 func TestMain(m *testing.M) {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/postrotate/postrotate/coordinator/consistent"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/consistent"
 )
 
 // Sources of a password (Version.Source) and of an entry's current password

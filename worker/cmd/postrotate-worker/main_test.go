@@ -21,6 +21,7 @@ import (
 
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
+	"github.com/postrotate/postrotate/messages/layout"
 )
 
 // writeCreds writes the credentials of host's worker (fresh keys) to a
@@ -178,13 +179,11 @@ func natsServer(t *testing.T, users ...*server.NkeyUser) (*server.Server, *serve
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	subj := messages.Subjects{}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: subj.TasksStream(), Subjects: []string{subj.AllTasks()}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+	lay := layout.Layout{Subjects: subj, PinnedTTL: time.Second}
+	if _, err := js.CreateStream(t.Context(), lay.Streams()[0]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateConsumer(t.Context(), subj.TasksStream(), jetstream.ConsumerConfig{
-		Durable: subj.Consumer("gw"), FilterSubject: subj.Tasks("gw"), AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1,
-		PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{messages.PriorityGroup}, PinnedTTL: time.Second,
-	}); err != nil {
+	if err := lay.EnsureHosts(t.Context(), js, "gw"); err != nil {
 		t.Fatal(err)
 	}
 	return srv, opts, adminOpt
@@ -306,10 +305,11 @@ func TestRunWithoutCreds(t *testing.T) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	subj := messages.Subjects{}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: subj.TasksStream(), Subjects: []string{subj.AllTasks()}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+	lay := layout.Layout{Subjects: subj}
+	if _, err := js.CreateStream(t.Context(), lay.Streams()[0]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateConsumer(t.Context(), subj.TasksStream(), jetstream.ConsumerConfig{Durable: subj.Consumer("dev"), FilterSubject: subj.Tasks("dev"), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	if err := lay.EnsureHosts(t.Context(), js, "dev"); err != nil {
 		t.Fatal(err)
 	}
 	r := startRun(t, config{host: "dev", url: srv.ClientURL(), name: "w1"})

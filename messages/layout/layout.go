@@ -1,4 +1,7 @@
-package dispatch
+// Package layout is postrotate's JetStream layout (DESIGN §6): every stream,
+// consumer and key-value bucket with its subjects, in one place that the
+// coordinator (which creates them) and the worker (and its tests) import.
+package layout
 
 import (
 	"context"
@@ -8,8 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/postrotate/postrotate/coordinator/consistent"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/messages/consistent"
 )
 
 // Layout is the stream and consumer configuration. A zero field means its
@@ -38,7 +41,7 @@ type Layout struct {
 	WorkerTTL time.Duration
 }
 
-func (l Layout) withDefaults() Layout {
+func (l Layout) WithDefaults() Layout {
 	if l.Replicas == 0 {
 		l.Replicas = 1
 	}
@@ -67,7 +70,7 @@ func (l Layout) withDefaults() Layout {
 // streams. The results stream also holds the refusals of task messages that
 // are not the coordinator's (messages.Subjects.Refused), for integrations.
 func (l Layout) Streams() []jetstream.StreamConfig {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	s := l.Subjects
 	return []jetstream.StreamConfig{
 		{
@@ -108,7 +111,7 @@ func (l Layout) Streams() []jetstream.StreamConfig {
 // only one receives tasks (the other takes over PinnedTTL after the first
 // stops pulling).
 func (l Layout) Consumer(host string) jetstream.ConsumerConfig {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	return jetstream.ConsumerConfig{
 		Durable:        l.Subjects.Consumer(host),
 		Description:    "tasks of host " + host,
@@ -129,7 +132,7 @@ func (l Layout) Consumer(host string) jetstream.ConsumerConfig {
 // worker registrations (entries expire without heartbeats) and "script
 // started" markers.
 func (l Layout) Buckets() []jetstream.KeyValueConfig {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	s := l.Subjects
 	return []jetstream.KeyValueConfig{
 		{Bucket: s.RunsBucket(), Description: "postrotate rotation runs and per-user locks", History: 1, Storage: l.Storage, Replicas: l.Replicas},

@@ -1,14 +1,10 @@
-package consistent_test
+package consistent
 
 import (
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/postrotate/postrotate/coordinator/broker"
-	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
-	"github.com/postrotate/postrotate/coordinator/consistent"
 )
 
 func streamConfig(t *testing.T, js jetstream.JetStream, bucket string) jetstream.StreamConfig {
@@ -21,12 +17,12 @@ func streamConfig(t *testing.T, js jetstream.JetStream, bucket string) jetstream
 }
 
 func TestKeyValue(t *testing.T) {
-	js, _ := brokertest.JetStream(t, broker.Options{})
+	js := jetStream(t)
 	ctx := t.Context()
 	cfg := jetstream.KeyValueConfig{Bucket: "B", Description: "test bucket", History: 1, TTL: time.Hour}
 
 	// Created with leader reads.
-	kv, err := consistent.KeyValue(ctx, js, cfg)
+	kv, err := KeyValue(ctx, js, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +38,7 @@ func TestKeyValue(t *testing.T) {
 
 	// Opened again with the same configuration: untouched, same data.
 	before := streamConfig(t, js, "B")
-	kv, err = consistent.KeyValue(ctx, js, cfg)
+	kv, err = KeyValue(ctx, js, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +51,7 @@ func TestKeyValue(t *testing.T) {
 
 	// Another configuration: updated, still with leader reads.
 	cfg.TTL = 2 * time.Hour
-	kv, err = consistent.KeyValue(ctx, js, cfg)
+	kv, err = KeyValue(ctx, js, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +65,7 @@ func TestKeyValue(t *testing.T) {
 
 // A bucket nats.go created (direct gets on) is switched to leader reads.
 func TestLeaderReadsTurnsDirectOff(t *testing.T) {
-	js, _ := brokertest.JetStream(t, broker.Options{})
+	js := jetStream(t)
 	ctx := t.Context()
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "OLD"}); err != nil {
 		t.Fatal(err)
@@ -77,7 +73,7 @@ func TestLeaderReadsTurnsDirectOff(t *testing.T) {
 	if !streamConfig(t, js, "OLD").AllowDirect {
 		t.Fatal("nats.go no longer creates buckets with direct gets: this package may be unneeded")
 	}
-	kv, err := consistent.LeaderReads(ctx, js, "OLD")
+	kv, err := LeaderReads(ctx, js, "OLD")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +86,7 @@ func TestLeaderReadsTurnsDirectOff(t *testing.T) {
 	if e, err := kv.Get(ctx, "k"); err != nil || string(e.Value()) != "v" {
 		t.Fatalf("get: %v, %v", e, err)
 	}
-	if _, err := consistent.LeaderReads(ctx, js, "MISSING"); err == nil {
+	if _, err := LeaderReads(ctx, js, "MISSING"); err == nil {
 		t.Fatal("LeaderReads of a missing bucket: no error")
 	}
 }

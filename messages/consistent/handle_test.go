@@ -6,15 +6,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/postrotate/postrotate/coordinator/broker"
-	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 )
 
 // A handle bound while the stream served direct gets keeps reading after
 // they were turned off; the jetstream handle it wraps does not.
 func TestHandleSurvivesDirectGetsTurnedOff(t *testing.T) {
-	js, _ := brokertest.JetStream(t, broker.Options{})
+	js := jetStream(t)
 	ctx := t.Context()
 	stale, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "B"})
 	if err != nil {
