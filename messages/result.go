@@ -48,6 +48,21 @@ type RotationResult struct {
 	Error string `json:"error,omitempty"`
 }
 
+// NotRun is the failed result of task's step when its script did not run,
+// or did not report: exit code -1, no output, started and finished at at,
+// with reason as its Error. Only the fields that identify the step are read
+// from task (RotationID, Step, Host, RecordUID, Script.Name and Title), so
+// a coordinator that has only the step's plan, or a worker that could read
+// only a message's head, builds it the same way. Worker and Attempt are the
+// caller's to set.
+func NotRun(task Task, reason string, at time.Time) RotationResult {
+	return RotationResult{
+		UID: task.RecordUID, Title: task.Script.Title, Name: task.Script.Name,
+		SchemaVersion: SchemaVersion, RotationID: task.RotationID, Step: task.Step, Host: task.Host,
+		ExitCode: -1, StartedAt: at, FinishedAt: at, Error: reason,
+	}
+}
+
 // WasSuccess reports whether the script succeeded (Keeper's was_success).
 func (r RotationResult) WasSuccess() bool { return r.Success }
 

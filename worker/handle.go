@@ -275,10 +275,8 @@ func (w *Worker) base(task messages.Task, attempt int) messages.RotationResult {
 
 // notRun is the result of a task whose script was not started.
 func (w *Worker) notRun(task messages.Task, attempt int, reason string) messages.RotationResult {
-	rr := w.base(task, attempt)
-	now := w.opts.Now()
-	rr.StartedAt, rr.FinishedAt = now, now
-	rr.Error = reason
+	rr := messages.NotRun(task, reason, w.opts.Now())
+	rr.Worker, rr.Attempt = w.opts.Name, attempt
 	return rr
 }
 

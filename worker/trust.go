@@ -128,12 +128,8 @@ func (w *Worker) reject(ctx context.Context, msg message, seq uint64, attempt in
 	claim := claimed(msg.Data())
 	log := w.log.With().Str("rotation_id", claim.RotationID).Int("step", claim.Step).Uint64("stream_seq", seq).Logger()
 	log.Warn().Str("reason", reason).Msg("task refused: not the coordinator's task for this worker")
-	now := w.opts.Now()
-	rr := messages.RotationResult{
-		SchemaVersion: messages.SchemaVersion, RotationID: claim.RotationID, Step: claim.Step,
-		Host: w.opts.Host, Worker: w.opts.Name, Attempt: attempt,
-		ExitCode: -1, StartedAt: now, FinishedAt: now, Error: "refused: " + reason,
-	}
+	rr := messages.NotRun(messages.Task{RotationID: claim.RotationID, Step: claim.Step, Host: w.opts.Host}, "refused: "+reason, w.opts.Now())
+	rr.Worker, rr.Attempt = w.opts.Name, attempt
 	// publishTo logs when it gives up.
 	w.publishTo(ctx, log, w.opts.Subjects.Refused(w.opts.Host), messages.RefusedMsgID(seq), rr)
 	w.finish(ctx, msg, term, "refused: "+reason)

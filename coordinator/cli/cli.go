@@ -18,9 +18,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
-	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/oneshot"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 )
 
 // Exit statuses.
@@ -198,7 +198,7 @@ started), 1 a script failed, 2 bad input.`,
 				return err
 			}
 			out, err := oneshot.Rotate(cmd.Context(), inv, user, oneshot.Options{Logger: &log})
-			var ie *oneshot.InputError
+			var ie *rotation.InputError
 			if errors.As(err, &ie) {
 				return usage(err)
 			}
@@ -217,7 +217,7 @@ started), 1 a script failed, 2 bad input.`,
 }
 
 // report prints a finished rotation and turns it into an exit status.
-func report(g *globals, out dispatch.Outcome, err error, asJSON, verbose bool) error {
+func report(g *globals, out rotation.Outcome, err error, asJSON, verbose bool) error {
 	if len(out.Results) > 0 || err == nil {
 		if perr := printOutcome(g.stdout, out, asJSON, verbose); perr != nil {
 			return &exitError{ExitFailed, perr}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/postrotate/postrotate/coordinator/dispatch"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
 )
@@ -59,12 +59,12 @@ func rotateRemote(ctx context.Context, g *globals, c *apiClient, user string, as
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var v server.View
+		var v rotation.View
 		if _, err := c.call(ctx, http.MethodGet, "/v1/rotations/"+run.ID, nil, &v); err != nil && ctx.Err() == nil {
 			fmt.Fprintf(g.stderr, "postrotate: %v (retrying)\n", err)
 		} else if err == nil && v.Finished() {
-			out := dispatch.Outcome{RotationID: v.ID, Results: v.Results, Succeeded: v.Succeeded, Failed: v.Failed,
-				Effect: dispatch.Effect(v.Effect), Note: v.Note, Unresolved: v.Unresolved}
+			out := rotation.Outcome{RotationID: v.ID, Results: v.Results, Succeeded: v.Succeeded, Failed: v.Failed,
+				Effect: rotation.Effect(v.Effect), Note: v.Note, Unresolved: v.Unresolved}
 			var runErr error
 			if v.Error != "" {
 				runErr = errors.New(v.Error)

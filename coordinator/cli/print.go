@@ -8,12 +8,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/postrotate/postrotate/coordinator/dispatch"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/messages"
 )
 
 // printOutcome writes the results as a table (or JSON) to w.
-func printOutcome(w io.Writer, out dispatch.Outcome, asJSON, verbose bool) error {
+func printOutcome(w io.Writer, out rotation.Outcome, asJSON, verbose bool) error {
 	if asJSON {
 		results := out.Results
 		if results == nil {

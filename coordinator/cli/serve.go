@@ -11,19 +11,19 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/postrotate/postrotate/coordinator/app"
 	"github.com/postrotate/postrotate/coordinator/broker"
 	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/identity"
 	"github.com/postrotate/postrotate/coordinator/inventory"
-	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/layout"
@@ -108,14 +108,8 @@ $POSTROTATE_API_TOKEN, every API request but /healthz needs
 }
 
 func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig, inv *inventory.Inventory) error {
-	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
-		return usage(errors.New("give both --tls-cert and --tls-key, or neither"))
-	}
-	if cfg.replicas < 1 {
-		return usage(fmt.Errorf("--replicas %d: must be at least 1", cfg.replicas))
-	}
-	if cfg.replicas > 1 && cfg.natsURL == "" {
-		return usage(fmt.Errorf("--replicas %d needs a NATS cluster (--nats URL): the embedded nats-server is a single node", cfg.replicas))
+	if err := cfg.check(); err != nil {
+		return usage(err)
 	}
 	token, tokenCreated, err := serveToken(cfg.apiTokenFile)
 	if err != nil {
@@ -136,73 +130,43 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 		}
 		defer unlock()
 	}
-	keyFile := cmp.Or(cfg.keyFile, filepath.Join(cfg.data, "vault.key"))
-	key, source, created, err := vault.LoadKey(keyFile)
-	if err != nil {
-		return &exitError{ExitFailed, fmt.Errorf("vault key: %w", err)}
-	}
-	if created {
-		fmt.Fprintf(g.stderr, "postrotate: created a new vault key in %s: BACK IT UP — without it the record store and the rotated passwords cannot be read\n", keyFile)
-		log.Warn().Str("key_file", keyFile).Msg("created a new vault key: back it up")
-	}
-	subj := messages.Subjects{Prefix: cfg.prefix}
-	coordUser := identity.CoordinatorUser(key)
-	coordPub, _ := coordUser.PublicKey()
-	userOpt, err := broker.UserOption(coordUser)
+	key, source, err := openKey(g, log, cfg)
 	if err != nil {
 		return &exitError{ExitFailed, err}
 	}
-	natsOpts := []nats.Option{
-		nats.Name("postrotate-coordinator"),
-		nats.MaxReconnects(-1),
-		nats.ErrorHandler(natsconn.ErrorHandler(log)),
+	conn, err := connectNATS(ctx, cfg, key, source, log)
+	if err != nil {
+		return &exitError{ExitFailed, err}
 	}
-	var (
-		nc        *nats.Conn
-		b         *broker.Broker
-		natsURL   string
-		onWorkers func([]identity.Worker) error
-	)
-	if cfg.natsURL != "" {
-		if nc, err = connectExternal(cfg.natsURL, natsOpts, userOpt, cfg.insecureWorkers, log); err != nil {
-			return &exitError{ExitFailed, err}
-		}
-		natsURL = cfg.natsURL
-	} else {
-		if err := checkDataKey(cfg.data, key, source); err != nil {
-			return &exitError{ExitFailed, err}
-		}
-		bopts := broker.Options{
-			StoreDir: filepath.Join(cfg.data, "jetstream"), Listen: cfg.natsListen, Logger: &log,
-			EncryptionKey: key.SubKey("jetstream").String(),
-		}
-		if !cfg.insecureWorkers {
-			// The enrolled workers are admitted once the identities
-			// bucket is read (server Start, OnWorkers).
-			bopts.Users = identity.Users(subj, coordPub, nil)
-			natsOpts = append(natsOpts, userOpt)
-		}
-		if b, err = broker.Start(bopts); err != nil {
-			return &exitError{ExitFailed, err}
-		}
-		defer b.Shutdown()
-		if nc, err = b.Connect(natsOpts...); err != nil {
-			return &exitError{ExitFailed, err}
-		}
-		natsURL = advertisedURL(cfg.natsListen, b.ClientURL())
-		if !cfg.insecureWorkers {
-			onWorkers = func(ws []identity.Worker) error {
-				if err := b.SetUsers(identity.Users(subj, coordPub, ws)); err != nil {
-					return err
-				}
-				log.Info().Int("workers", len(ws)).Msg("nats users reloaded")
-				return nil
-			}
-		}
-		log.Info().Str("url", b.ClientURL()).Bool("authentication", !cfg.insecureWorkers).Msg("embedded nats-server listening")
+	defer conn.close()
+	cfg.warn(log)
+	a, err := app.New(conn.js, cfg.appOptions(inv, conn, key, source, token, &log))
+	if err != nil {
+		return &exitError{ExitFailed, err}
 	}
-	defer nc.Close()
-	worker.WarnMaxPayload(log, nc)
+	if err := a.Start(ctx); err != nil {
+		stopApp(a, log)
+		return &exitError{ExitFailed, fmt.Errorf("start: %w", err)}
+	}
+	defer stopApp(a, log)
+	return serveHTTP(ctx, g, log, cfg, token, a.Handler())
+}
+
+// check refuses flags that do not go together.
+func (cfg serveConfig) check() error {
+	switch {
+	case (cfg.tlsCert == "") != (cfg.tlsKey == ""):
+		return errors.New("give both --tls-cert and --tls-key, or neither")
+	case cfg.replicas < 1:
+		return fmt.Errorf("--replicas %d: must be at least 1", cfg.replicas)
+	case cfg.replicas > 1 && cfg.natsURL == "":
+		return fmt.Errorf("--replicas %d needs a NATS cluster (--nats URL): the embedded nats-server is a single node", cfg.replicas)
+	}
+	return nil
+}
+
+// warn logs what the configuration puts at risk.
+func (cfg serveConfig) warn(log zerolog.Logger) {
 	if cfg.pickupTimeout <= cfg.pinnedTTL {
 		log.Warn().Dur("pickup_timeout", cfg.pickupTimeout).Dur("pinned_ttl", cfg.pinnedTTL).
 			Msg("--pickup-timeout is not above --pinned-ttl: when a host's pinned worker crashes, its steps fail before the host's other worker may take over")
@@ -210,50 +174,159 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	if cfg.insecureWorkers {
 		log.Warn().Msg("--insecure-workers: tasks are neither signed nor sealed, and the embedded NATS admits any client with every right; for development only")
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return &exitError{ExitFailed, err}
-	}
-	if cfg.natsURL != "" {
-		if err := waitJetStream(ctx, js, time.Minute, log); err != nil {
-			return &exitError{ExitFailed, err}
-		}
-	}
-	var storage server.Storage
-	if b != nil {
-		storage = b // a full disk: jetstream restarted once space returns
-	}
-	srv, err := server.New(js, server.Options{
+}
+
+// appOptions are the App's options from the flags and what serve opened.
+func (cfg serveConfig) appOptions(inv *inventory.Inventory, conn *natsConn, key vault.Key, source, token string, log *zerolog.Logger) app.Options {
+	opts := app.Options{
 		Inventory: inv,
 		Dispatch: dispatch.Options{
-			Layout:        layout.Layout{Subjects: subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL, Replicas: cfg.replicas},
-			PickupTimeout: cfg.pickupTimeout,
+			Layout: layout.Layout{Subjects: conn.subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL, Replicas: cfg.replicas},
 		},
-		Logger:      &log,
-		Key:         &key,
-		KeySource:   source,
-		Force:       cfg.force,
-		NoSchedules: cfg.noSchedules,
-		Unsigned:    cfg.insecureWorkers,
-		OnWorkers:   onWorkers,
-		NATSURL:     natsURL,
-		APIToken:    token,
-		Storage:     storage,
-	})
+		PickupTimeout: cfg.pickupTimeout,
+		Logger:        log,
+		Key:           &key,
+		KeySource:     source,
+		Force:         cfg.force,
+		NoSchedules:   cfg.noSchedules,
+		Unsigned:      cfg.insecureWorkers,
+		OnWorkers:     conn.onWorkers,
+		NATSURL:       conn.url,
+		APIToken:      token,
+		LocalWorkers:  cfg.localWorkers,
+		Broker:        conn.broker,
+	}
+	if conn.broker != nil {
+		opts.Storage = conn.broker // a full disk: jetstream restarted once space returns
+	}
+	return opts
+}
+
+// openKey loads the vault key, or creates it (and says so) on first start.
+func openKey(g *globals, log zerolog.Logger, cfg serveConfig) (vault.Key, string, error) {
+	keyFile := cmp.Or(cfg.keyFile, filepath.Join(cfg.data, "vault.key"))
+	key, source, created, err := vault.LoadKey(keyFile)
 	if err != nil {
-		return &exitError{ExitFailed, err}
+		return vault.Key{}, "", fmt.Errorf("vault key: %w", err)
 	}
-	if err := srv.Start(ctx); err != nil {
-		return &exitError{ExitFailed, fmt.Errorf("start: %w", err)}
+	if created {
+		fmt.Fprintf(g.stderr, "postrotate: created a new vault key in %s: BACK IT UP — without it the record store and the rotated passwords cannot be read\n", keyFile)
+		log.Warn().Str("key_file", keyFile).Msg("created a new vault key: back it up")
 	}
-	if cfg.localWorkers {
-		stop, err := startLocalWorkers(ctx, srv, b, js, subj, server.Hosts(inv), cfg.insecureWorkers, log)
-		defer stop()
-		if err != nil {
-			return &exitError{ExitFailed, err}
+	return key, source, nil
+}
+
+// stopApp stops the App, letting in-process workers finish their scripts.
+func stopApp(a *app.App, log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Stop(ctx); err != nil {
+		log.Warn().Err(err).Msg("stop")
+	}
+}
+
+// natsConn is serve's connection to NATS: to the embedded broker it
+// started, or to an external NATS.
+type natsConn struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	broker *broker.Broker // nil with an external NATS
+	subj   messages.Subjects
+	// url is written into the enrolled workers' credentials.
+	url string
+	// onWorkers admits the enrolled workers' NATS users (embedded broker
+	// with authentication only).
+	onWorkers func([]identity.Worker) error
+}
+
+func (c *natsConn) close() {
+	c.nc.Close()
+	if c.broker != nil {
+		c.broker.Shutdown()
+	}
+}
+
+// connectNATS starts the embedded broker and connects to it as the
+// coordinator, or connects to the external NATS of --nats.
+func connectNATS(ctx context.Context, cfg serveConfig, key vault.Key, source string, log zerolog.Logger) (*natsConn, error) {
+	c := &natsConn{subj: messages.Subjects{Prefix: cfg.prefix}}
+	coordUser := identity.CoordinatorUser(key)
+	userOpt, err := broker.UserOption(coordUser)
+	if err != nil {
+		return nil, err
+	}
+	natsOpts := []nats.Option{
+		nats.Name("postrotate-coordinator"),
+		nats.MaxReconnects(-1),
+		nats.ErrorHandler(natsconn.ErrorHandler(log)),
+	}
+	if cfg.natsURL != "" {
+		if c.nc, err = connectExternal(cfg.natsURL, natsOpts, userOpt, cfg.insecureWorkers, log); err != nil {
+			return nil, err
+		}
+		c.url = cfg.natsURL
+	} else if err := c.startBroker(cfg, key, source, coordUser, natsOpts, userOpt, log); err != nil {
+		return nil, err
+	}
+	worker.WarnMaxPayload(log, c.nc)
+	if c.js, err = jetstream.New(c.nc); err != nil {
+		c.close()
+		return nil, err
+	}
+	if cfg.natsURL != "" {
+		if err := waitJetStream(ctx, c.js, time.Minute, log); err != nil {
+			c.close()
+			return nil, err
 		}
 	}
+	return c, nil
+}
 
+// startBroker starts the embedded broker on --data, encrypted with the
+// vault key, admitting only the coordinator (and, once the identities are
+// read, the enrolled workers) unless --insecure-workers; and connects to it
+// with natsOpts, as the coordinator's user (userOpt) unless
+// --insecure-workers.
+func (c *natsConn) startBroker(cfg serveConfig, key vault.Key, source string, coordUser nkeys.KeyPair, natsOpts []nats.Option, userOpt nats.Option, log zerolog.Logger) error {
+	if err := checkDataKey(cfg.data, key, source); err != nil {
+		return err
+	}
+	coordPub, _ := coordUser.PublicKey()
+	bopts := broker.Options{
+		StoreDir: filepath.Join(cfg.data, "jetstream"), Listen: cfg.natsListen, Logger: &log,
+		EncryptionKey: key.SubKey("jetstream").String(),
+	}
+	if !cfg.insecureWorkers {
+		// The enrolled workers are admitted once the identities bucket is
+		// read (App Start, OnWorkers).
+		bopts.Users = identity.Users(c.subj, coordPub, nil)
+		natsOpts = append(slices.Clone(natsOpts), userOpt)
+	}
+	b, err := broker.Start(bopts)
+	if err != nil {
+		return err
+	}
+	if c.nc, err = b.Connect(natsOpts...); err != nil {
+		b.Shutdown()
+		return err
+	}
+	c.broker, c.url = b, advertisedURL(cfg.natsListen, b.ClientURL())
+	if !cfg.insecureWorkers {
+		c.onWorkers = func(ws []identity.Worker) error {
+			if err := b.SetUsers(identity.Users(c.subj, coordPub, ws)); err != nil {
+				return err
+			}
+			log.Info().Int("workers", len(ws)).Msg("nats users reloaded")
+			return nil
+		}
+	}
+	log.Info().Str("url", b.ClientURL()).Bool("authentication", !cfg.insecureWorkers).Msg("embedded nats-server listening")
+	return nil
+}
+
+// serveHTTP serves handler on --http (HTTPS with --tls-cert) until ctx
+// ends, then shuts the listener down.
+func serveHTTP(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig, token string, handler http.Handler) error {
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
 		return &exitError{ExitFailed, fmt.Errorf("http listen: %w", err)}
@@ -261,7 +334,7 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	if token == "" && !isLoopback(ln.Addr()) {
 		log.Warn().Str("http", ln.Addr().String()).Msg("the HTTP API listens beyond loopback without an API token: anyone who reaches it can start rotations, enroll workers and read the passwords (serve --api-token-file)")
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	httpErr := make(chan error, 1)
 	scheme := "http"
 	if cfg.tlsCert != "" {
@@ -272,7 +345,6 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	}
 	log.Info().Str("http", ln.Addr().String()).Bool("tls", cfg.tlsCert != "").Bool("api_token", token != "").Msg("postrotate serving")
 	fmt.Fprintf(g.stderr, "postrotate: serving HTTP on %s://%s\n", scheme, ln.Addr())
-
 	select {
 	case <-ctx.Done():
 	case err := <-httpErr:
@@ -283,9 +355,6 @@ func serve(ctx context.Context, g *globals, log zerolog.Logger, cfg serveConfig,
 	defer cancel()
 	if err := hs.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn().Err(err).Msg("http shutdown")
-	}
-	if err := srv.Stop(shutCtx); err != nil {
-		log.Warn().Err(err).Msg("stop rotations")
 	}
 	return nil
 }
@@ -346,68 +415,6 @@ func advertisedURL(listen, clientURL string) string {
 func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
-}
-
-// startLocalWorkers starts an in-process worker for every host. Each gets
-// its identity from the store (created on first start, then reused) and,
-// with the embedded server, its own connection as its own NATS user; with
-// an external NATS they share the coordinator's connection. stop stops
-// them together, letting their scripts finish for up to a minute.
-func startLocalWorkers(ctx context.Context, srv *server.Server, b *broker.Broker, js jetstream.JetStream, subj messages.Subjects,
-	hosts []string, insecure bool, log zerolog.Logger) (stop func(), err error) {
-	var (
-		workers []*worker.Worker
-		conns   []*nats.Conn
-	)
-	stop = func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		var wg sync.WaitGroup
-		for _, w := range workers {
-			wg.Go(func() { _ = w.Stop(stopCtx) })
-		}
-		wg.Wait()
-		for _, nc := range conns {
-			nc.Close()
-		}
-	}
-	for _, h := range hosts {
-		wopts := worker.Options{Host: h, Name: h + "-inprocess", Subjects: subj, Logger: &log}
-		wjs := js
-		if !insecure {
-			creds, err := srv.LocalWorker(ctx, h)
-			if err != nil {
-				return stop, fmt.Errorf("identity of the in-process worker of %s: %w", h, err)
-			}
-			if wopts.Trust, err = creds.Trust(); err != nil {
-				return stop, err
-			}
-			if b != nil {
-				wlog := log.With().Str("host", h).Logger()
-				nopts, err := natsconn.Options(natsconn.Config{Host: h, Creds: &creds, Logger: &wlog})
-				if err != nil {
-					return stop, err
-				}
-				nc, err := b.Connect(append(nopts, nats.Name("postrotate in-process worker "+h))...)
-				if err != nil {
-					return stop, fmt.Errorf("connect the in-process worker of %s: %w", h, err)
-				}
-				conns = append(conns, nc)
-				if wjs, err = jetstream.New(nc); err != nil {
-					return stop, err
-				}
-			}
-		}
-		w, err := worker.New(wjs, wopts)
-		if err != nil {
-			return stop, err
-		}
-		if err := w.Start(ctx); err != nil {
-			return stop, err
-		}
-		workers = append(workers, w)
-	}
-	return stop, nil
 }
 
 // errDataLocked is the error of a data directory another serve holds.

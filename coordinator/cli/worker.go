@@ -57,7 +57,7 @@ its rights, for an external NATS cluster (serve --nats); it needs --out.`,
 				return err
 			}
 			body, _ := json.Marshal(server.EnrollRequest{Host: args[0]})
-			var en server.Enrolled
+			var en identity.Enrolled
 			status, err := client.call(cmd.Context(), http.MethodPost, "/v1/workers/enroll", body, &en)
 			switch {
 			case status == http.StatusBadRequest || status == http.StatusConflict:

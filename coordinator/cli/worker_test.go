@@ -11,10 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/postrotate/postrotate/coordinator/app"
 	"github.com/postrotate/postrotate/coordinator/broker"
 	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/identity"
-	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages/envelope"
 )
@@ -36,7 +36,7 @@ func startAPI(t *testing.T) api {
 		t.Fatal(err)
 	}
 	key := vault.NewKey()
-	s, err := server.New(js, server.Options{Inventory: loaded, Key: &key, APIToken: cliToken, NATSURL: "nats://gw.example:4222", NoSchedules: true})
+	s, err := app.New(js, app.Options{Inventory: loaded, Key: &key, APIToken: cliToken, NATSURL: "nats://gw.example:4222", NoSchedules: true})
 	if err != nil {
 		t.Fatal(err)
 	}

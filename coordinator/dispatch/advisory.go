@@ -65,13 +65,7 @@ func (d *Dispatcher) maxDelivered(ctx context.Context, adv maxDeliveriesAdvisory
 	// must not pre-empt the step's result.
 	ours := d.opts.Signer == nil || d.opts.Signer.Verify(msg.Data, msg.Header.Get(envelope.HeaderSignature), msg.Header.Get(envelope.HeaderSigner)) == nil
 	if ours && decodeErr == nil && messages.ValidToken(head.RotationID) && head.Step > 0 {
-		now := d.opts.Now()
-		rr := messages.RotationResult{
-			UID: head.RecordUID, Title: head.Script.Title, Name: head.Script.Name,
-			SchemaVersion: messages.SchemaVersion, RotationID: head.RotationID, Step: head.Step, Host: head.Host,
-			ExitCode: -1, StartedAt: now, FinishedAt: now,
-			Error: fmt.Sprintf("task delivered %d times to host %q without being acknowledged (max deliveries): removed from the queue", adv.Deliveries, head.Host),
-		}
+		rr := messages.NotRun(head, fmt.Sprintf("task delivered %d times to host %q without being acknowledged (max deliveries): removed from the queue", adv.Deliveries, head.Host), d.opts.Now())
 		if _, err := d.publishResult(ctx, rr); err != nil {
 			return fmt.Errorf("publish result of task %d: %w", adv.StreamSeq, err)
 		}

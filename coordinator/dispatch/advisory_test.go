@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/layout"
 )
@@ -31,7 +33,7 @@ func testMaxDeliveries(t *testing.T, signed bool) {
 		t.Fatal(err)
 	}
 	opts := Options{Layout: layout}
-	id := NewID()
+	id := rotation.NewID()
 	if signed {
 		coord, trust := identity(t)
 		opts.Signer, opts.WorkerKey = coord, keyOf(trust)
@@ -52,9 +54,11 @@ func testMaxDeliveries(t *testing.T, signed bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var fetching sync.WaitGroup
+	defer fetching.Wait() // after cancel: a fetch ends within its max wait
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	go func() {
+	fetching.Go(func() {
 		for ctx.Err() == nil {
 			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second), jetstream.FetchPriorityGroup(messages.PriorityGroup))
 			if err != nil {
@@ -63,9 +67,9 @@ func testMaxDeliveries(t *testing.T, signed bool) {
 			for range batch.Messages() {
 			}
 		}
-	}()
+	})
 
-	out, err := d.Run(t.Context(), Rotation{ID: id, Plan: b.plan, NewPassword: "n", OldPassword: "o"})
+	out, err := engine(d, 0).Run(t.Context(), rotation.Rotation{ID: id, Plan: b.plan, NewPassword: "n", OldPassword: "o"})
 	if err != nil {
 		t.Fatal(err)
 	}

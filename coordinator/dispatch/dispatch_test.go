@@ -18,6 +18,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/plan"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker"
@@ -123,11 +124,12 @@ func TestRunPublishesResultsAndEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	d := New(b.js, Options{})
-	out, err := d.Run(t.Context(), Rotation{ID: NewID(), Plan: b.plan, NewPassword: "new-pw", OldPassword: "old-pw"})
+	e := engine(New(b.js, Options{}), 0)
+	out, err := e.Run(t.Context(), rotation.Rotation{ID: rotation.NewID(), Plan: b.plan, NewPassword: "new-pw", OldPassword: "old-pw"})
 	if err != nil || !out.Success() || len(out.Results) != 1 || out.Results[0].Stdout != "ok\n" {
 		t.Fatalf("Run = %+v, %v", out, err)
 	}
+	e.Finish(t.Context(), b.plan.User.UID, out, "")
 	want := []string{"postrotate.events.rotation.started", "postrotate.events.step.started", "postrotate.events.step.completed", "postrotate.events.rotation.completed"}
 	for _, w := range want {
 		select {
@@ -158,11 +160,11 @@ func TestRunPublishesResultsAndEvents(t *testing.T) {
 func TestNoWorkerFailsAtDeadline(t *testing.T) {
 	t.Parallel()
 	b := setup(t, false)
-	d := New(b.js, Options{PickupTimeout: 300 * time.Millisecond, KillGrace: 100 * time.Millisecond})
+	d := New(b.js, Options{KillGrace: 100 * time.Millisecond})
 	p := *b.plan
 	p.Steps = append([]plan.Step(nil), p.Steps...)
 	p.Steps[0].Script.Timeout = 100 * time.Millisecond
-	out, err := d.Run(t.Context(), Rotation{ID: NewID(), Plan: &p, NewPassword: "n", OldPassword: "o"})
+	out, err := engine(d, 300*time.Millisecond).Run(t.Context(), rotation.Rotation{ID: rotation.NewID(), Plan: &p, NewPassword: "n", OldPassword: "o"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +181,7 @@ func BenchmarkRotationStep(b *testing.B) {
 	d := New(bd.js, Options{})
 	ctx := context.Background()
 	for b.Loop() {
-		out, err := d.Run(ctx, Rotation{ID: NewID(), Plan: bd.plan, NewPassword: "new-pw", OldPassword: "old-pw"})
+		out, err := engine(d, 0).Run(ctx, rotation.Rotation{ID: rotation.NewID(), Plan: bd.plan, NewPassword: "new-pw", OldPassword: "old-pw"})
 		if err != nil || !out.Success() {
 			b.Fatalf("Run = %+v, %v", out, err)
 		}
@@ -200,7 +202,7 @@ func BenchmarkRotation10Steps(b *testing.B) {
 	d := New(bd.js, Options{})
 	ctx := context.Background()
 	for b.Loop() {
-		out, err := d.Run(ctx, Rotation{ID: NewID(), Plan: &p, NewPassword: "new-pw", OldPassword: "old-pw"})
+		out, err := engine(d, 0).Run(ctx, rotation.Rotation{ID: rotation.NewID(), Plan: &p, NewPassword: "new-pw", OldPassword: "old-pw"})
 		if err != nil || !out.Success() || len(out.Results) != 10 {
 			b.Fatalf("Run = %+v, %v", out, err)
 		}
@@ -223,4 +225,10 @@ func BenchmarkDirectScript(b *testing.B) {
 			b.Fatalf("run: %v %q", err, out.String())
 		}
 	}
+}
+
+// engine is the rotation engine over d, as serve wires them; pickup is its
+// PickupTimeout (0: the default).
+func engine(d *Dispatcher, pickup time.Duration) *rotation.Engine {
+	return rotation.NewEngine(d, rotation.EngineOptions{PickupTimeout: pickup})
 }

@@ -1,16 +1,16 @@
-// Package dispatch runs rotations over JetStream
-// (the layout is package messages/layout): for each planned step it builds the Keeper stdin
-// payload, publishes the task on its host's subject, waits for the step's
-// RotationResult, and publishes rotation and step events for integrations.
+// Package dispatch is the NATS side of a rotation: the engine's
+// rotation.StepRunner over JetStream (the streams, consumers and buckets
+// of package messages/layout). It publishes a step's task on its host's
+// subject, waits for the step's RotationResult on the results stream,
+// publishes the result the coordinator gives a step that does not run, and
+// the rotation and step events integrations read. It also turns the
+// MAX_DELIVERIES advisories of the task consumers into failed steps
+// (WatchMaxDeliveries) and lists the live workers.
 //
-// Steps run strictly in sequence: step n+1 is published only once step n
-// has a result, so the order user → resource → configuration holds across
-// hosts. A failed script does not stop the steps after it, unless the PAM
-// User's rotation sets stop_on_failure: then every later step is reported
-// as not run. A step whose
-// host has no worker to pick it up fails at its deadline (pickup timeout +
-// script timeout + kill grace) with an error naming the host; the rotation
-// never hangs.
+// A step whose host has no worker to pick it up fails at its deadline
+// (the task's expiry + script timeout + kill grace) with an error naming
+// the host; a rotation never hangs. A task no worker has taken by its
+// expiry is withdrawn from the queue: it cannot have reached a target.
 //
 // # Signed tasks
 //

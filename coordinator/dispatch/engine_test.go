@@ -14,6 +14,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/plan"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/local"
 	"github.com/postrotate/postrotate/messages"
@@ -125,13 +126,13 @@ const okScript, failScript = "#!/bin/sh\ncat >/dev/null\necho ok\n", "#!/bin/sh\
 
 type engineWant struct {
 	names      []string // the steps run, by script name
-	effect     Effect
+	effect     rotation.Effect
 	unresolved int
 	success    bool
 	password   string // the account's password after the rotation
 }
 
-func checkEngine(t *testing.T, out Outcome, err error, acct *account, w engineWant) {
+func checkEngine(t *testing.T, out rotation.Outcome, err error, acct *account, w engineWant) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -159,11 +160,11 @@ func checkEngine(t *testing.T, out Outcome, err error, acct *account, w engineWa
 	}
 }
 
-func runEngine(t *testing.T, d *Dispatcher, p *plan.Plan) (Outcome, error) {
+func runEngine(t *testing.T, d *Dispatcher, p *plan.Plan) (rotation.Outcome, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	return d.Run(ctx, Rotation{ID: NewID(), Plan: p, NewPassword: "new-pw", OldPassword: "old-pw"})
+	return engine(d, 0).Run(ctx, rotation.Rotation{ID: rotation.NewID(), Plan: p, NewPassword: "new-pw", OldPassword: "old-pw"})
 }
 
 func TestEngineGeneralCommitted(t *testing.T) {
@@ -171,7 +172,7 @@ func TestEngineGeneralCommitted(t *testing.T) {
 	acct := &account{password: "old-pw"}
 	d, p := engineCase(t, acct, engineInventory("general", "[{file: ok.sh}]", "", "", ""), map[string]string{"ok.sh": okScript})
 	out, err := runEngine(t, d, p)
-	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "ok.sh"}, effect: EffectCommitted, success: true, password: "new-pw"})
+	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "ok.sh"}, effect: rotation.EffectCommitted, success: true, password: "new-pw"})
 	if _, calls := acct.state(); len(calls) != 1 || calls[0].Login != "svc" || calls[0].Kind != "linux" || calls[0].NewPassword != "new-pw" || calls[0].OldPassword != "old-pw" {
 		t.Errorf("rotator calls: %+v", calls)
 	}
@@ -184,7 +185,7 @@ func TestEngineRotationFailsRollsBack(t *testing.T) {
 	acct := &account{password: "old-pw", fail: map[int]bool{1: true}}
 	d, p := engineCase(t, acct, engineInventory("general", "[{file: ok.sh}]", "", "", ""), map[string]string{"ok.sh": okScript})
 	out, err := runEngine(t, d, p)
-	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "ok.sh", "rollback-linux"}, effect: EffectRolledBack, unresolved: 1, password: "old-pw"})
+	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "ok.sh", "rollback-linux"}, effect: rotation.EffectRolledBack, unresolved: 1, password: "old-pw"})
 	if r := out.Results[1]; r.Success || !strings.Contains(r.Error, "password rotation (step 1) failed") {
 		t.Errorf("script result %+v: want skipped", r)
 	}
@@ -201,7 +202,7 @@ func TestEngineRotationFailsNoRollback(t *testing.T) {
 	inv := engineInventory("general", "[{file: ok.sh}]", "", "", `{type: checkbox, label: Rollback On Password Fail, value: false}`)
 	d, p := engineCase(t, acct, inv, map[string]string{"ok.sh": okScript})
 	out, err := runEngine(t, d, p)
-	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "ok.sh"}, effect: EffectNotCommitted, unresolved: 1, password: "old-pw"})
+	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "ok.sh"}, effect: rotation.EffectNotCommitted, unresolved: 1, password: "old-pw"})
 }
 
 // A failed script after a successful rotation: by default the new password
@@ -211,7 +212,7 @@ func TestEngineScriptFailsCommitted(t *testing.T) {
 	acct := &account{password: "old-pw"}
 	d, p := engineCase(t, acct, engineInventory("general", "[{file: fail.sh}, {file: ok.sh}]", "", "", ""), map[string]string{"ok.sh": okScript, "fail.sh": failScript})
 	out, err := runEngine(t, d, p)
-	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "fail.sh", "ok.sh"}, effect: EffectCommitted, unresolved: 1, password: "new-pw"})
+	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "fail.sh", "ok.sh"}, effect: rotation.EffectCommitted, unresolved: 1, password: "new-pw"})
 }
 
 // Rollback On Post Rotation Fail (on the resource; the user says nothing).
@@ -221,7 +222,7 @@ func TestEngineScriptFailsRollsBack(t *testing.T) {
 	inv := engineInventory("general", "[{file: fail.sh}]", "", `{type: text, label: Rollback On Post Rotation Fail, value: "True"}`, "")
 	d, p := engineCase(t, acct, inv, map[string]string{"fail.sh": failScript})
 	out, err := runEngine(t, d, p)
-	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "fail.sh", "rollback-linux"}, effect: EffectRolledBack, unresolved: 1, password: "old-pw"})
+	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "fail.sh", "rollback-linux"}, effect: rotation.EffectRolledBack, unresolved: 1, password: "old-pw"})
 }
 
 // The user's switch wins over the configuration's.
@@ -232,7 +233,7 @@ func TestEngineUserSwitchWins(t *testing.T) {
 		`{type: checkbox, label: Rollback On Post Rotation Fail, value: true}`)
 	d, p := engineCase(t, acct, inv, map[string]string{"fail.sh": failScript})
 	out, err := runEngine(t, d, p)
-	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "fail.sh"}, effect: EffectCommitted, unresolved: 1, password: "new-pw"})
+	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "fail.sh"}, effect: rotation.EffectCommitted, unresolved: 1, password: "new-pw"})
 }
 
 // Re-run On Post Rotation Fail: a script that fails once and then succeeds
@@ -245,7 +246,7 @@ func TestEngineRerun(t *testing.T) {
 	inv := engineInventory("general", "[{file: flaky.sh}, {file: fail.sh}]", `, {type: checkbox, label: Re-run On Post Rotation Fail, value: true}`, "", "")
 	d, p := engineCase(t, acct, inv, map[string]string{"flaky.sh": flaky, "fail.sh": failScript})
 	out, err := runEngine(t, d, p)
-	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "flaky.sh", "fail.sh", "flaky.sh", "fail.sh"}, effect: EffectCommitted, unresolved: 1, password: "new-pw"})
+	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "flaky.sh", "fail.sh", "flaky.sh", "fail.sh"}, effect: rotation.EffectCommitted, unresolved: 1, password: "new-pw"})
 	if r := out.Results[3]; !r.Success || !strings.HasSuffix(r.Title, "(re-run)") || r.Stdout != "second\n" {
 		t.Errorf("re-run result: %+v", r)
 	}
@@ -259,7 +260,7 @@ func TestEngineRollbackFails(t *testing.T) {
 	inv := engineInventory("general", "[{file: fail.sh}]", `, {type: checkbox, label: Rollback On Post Rotation Fail, value: true}`, "", "")
 	d, p := engineCase(t, acct, inv, map[string]string{"fail.sh": failScript})
 	out, err := runEngine(t, d, p)
-	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "fail.sh", "rollback-linux"}, effect: EffectRollbackFailed, unresolved: 2, password: "new-pw"})
+	checkEngine(t, out, err, acct, engineWant{names: []string{"rotate-linux", "fail.sh", "rollback-linux"}, effect: rotation.EffectRollbackFailed, unresolved: 2, password: "new-pw"})
 }
 
 // scripts_only: no rotator runs; a failed script means the rotation did
@@ -268,15 +269,15 @@ func TestEngineScriptsOnly(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		script string
-		effect Effect
-	}{{"ok.sh", EffectCommitted}, {"fail.sh", EffectNotCommitted}} {
+		effect rotation.Effect
+	}{{"ok.sh", rotation.EffectCommitted}, {"fail.sh", rotation.EffectNotCommitted}} {
 		acct := &account{password: "old-pw"}
 		d, p := engineCase(t, acct, engineInventory("scripts_only", "[{file: "+tc.script+"}]", "", "", ""), map[string]string{"ok.sh": okScript, "fail.sh": failScript})
 		out, err := runEngine(t, d, p)
 		unresolved := 0
-		if tc.effect != EffectCommitted {
+		if tc.effect != rotation.EffectCommitted {
 			unresolved = 1
 		}
-		checkEngine(t, out, err, acct, engineWant{names: []string{tc.script}, effect: tc.effect, unresolved: unresolved, success: tc.effect == EffectCommitted, password: "old-pw"})
+		checkEngine(t, out, err, acct, engineWant{names: []string{tc.script}, effect: tc.effect, unresolved: unresolved, success: tc.effect == rotation.EffectCommitted, password: "old-pw"})
 	}
 }

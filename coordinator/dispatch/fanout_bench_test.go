@@ -21,6 +21,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/plan"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/executor"
 	sshexec "github.com/postrotate/postrotate/executor/ssh"
 	"github.com/postrotate/postrotate/executor/ssh/sshdtest"
@@ -76,7 +77,7 @@ func BenchmarkSSHFanOut(b *testing.B) {
 			errs := make(chan error, len(plans))
 			for _, p := range plans {
 				wg.Go(func() {
-					out, err := d.Run(ctx, Rotation{ID: NewID(), Plan: p, NewPassword: "new-pw", OldPassword: "old-pw"})
+					out, err := engine(d, 0).Run(ctx, rotation.Rotation{ID: rotation.NewID(), Plan: p, NewPassword: "new-pw", OldPassword: "old-pw"})
 					if err == nil && (!out.Success() || out.Results[0].Stdout != "ok\n") {
 						err = fmt.Errorf("outcome %+v", out.Results)
 					}

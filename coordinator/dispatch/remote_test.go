@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postrotate/postrotate/coordinator/rotation"
 )
 
 // syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
@@ -81,7 +83,7 @@ func TestRemoteWorkerProcess(t *testing.T) {
 	p.Steps[0].Host = "gw-2"
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	out, err := New(b.js, Options{}).Run(ctx, Rotation{ID: NewID(), Plan: &p, NewPassword: "New-" + marker, OldPassword: marker})
+	out, err := engine(New(b.js, Options{}), 0).Run(ctx, rotation.Rotation{ID: rotation.NewID(), Plan: &p, NewPassword: "New-" + marker, OldPassword: marker})
 	if err != nil || !out.Success() {
 		t.Fatalf("Run = %+v, %v\nworker logs:\n%s", out, err, logs.String())
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
 	"github.com/postrotate/postrotate/worker"
@@ -60,17 +61,17 @@ func keyOf(trust *envelope.Trust) func(context.Context, string) (string, error) 
 }
 
 type runResult struct {
-	out Outcome
+	out rotation.Outcome
 	err error
 }
 
-func (d *Dispatcher) runAsync(t *testing.T, p Rotation) <-chan runResult {
+func runAsync(t *testing.T, e *rotation.Engine, p rotation.Rotation) <-chan runResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	done := make(chan runResult, 1)
 	go func() {
 		defer cancel()
-		out, err := d.Run(ctx, p)
+		out, err := e.Run(ctx, p)
 		done <- runResult{out, err}
 	}()
 	return done
@@ -103,8 +104,8 @@ func TestSignedSealedRotation(t *testing.T) {
 	b := setup(t, false)
 	coord, trust := identity(t)
 	d := New(b.js, Options{Signer: coord, WorkerKey: keyOf(trust)})
-	id := NewID()
-	done := d.runAsync(t, Rotation{ID: id, Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
+	id := rotation.NewID()
+	done := runAsync(t, engine(d, 0), rotation.Rotation{ID: id, Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
 
 	// The task as the broker stores it, before any worker takes it.
 	stored := b.queued(t)
@@ -162,7 +163,7 @@ func TestSignerWithoutWorkerKey(t *testing.T) {
 		"lookup says": func(context.Context, string) (string, error) { return "", ErrNoWorkerKey },
 	} {
 		d := New(b.js, Options{Signer: coord, WorkerKey: key})
-		out, err := d.Run(t.Context(), Rotation{ID: NewID(), Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
+		out, err := engine(d, 0).Run(t.Context(), rotation.Rotation{ID: rotation.NewID(), Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
 		if err != nil {
 			t.Fatalf("%s: Run: %v", name, err)
 		}
@@ -172,7 +173,7 @@ func TestSignerWithoutWorkerKey(t *testing.T) {
 		}
 		// The step that could not be sent has its published result and
 		// step event, like any other.
-		stored, err := d.Results(t.Context(), out.RotationID, 1)
+		stored, err := engine(d, 0).Results(t.Context(), out.RotationID, 1)
 		if err != nil || len(stored) != 1 || stored[0].Error != want {
 			t.Fatalf("%s: published results %+v (%v), want the step's with error %q", name, stored, err, want)
 		}
@@ -207,9 +208,9 @@ func TestRefusedTaskFailsStep(t *testing.T) {
 	}
 	b.startWorker(t, trust)
 	// The pickup timeout alone is longer than runAsync allows.
-	d := New(b.js, Options{Signer: coord, WorkerKey: keyOf(stale), PickupTimeout: 2 * time.Minute})
-	id := NewID()
-	res := <-d.runAsync(t, Rotation{ID: id, Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
+	d := New(b.js, Options{Signer: coord, WorkerKey: keyOf(stale)})
+	id := rotation.NewID()
+	res := <-runAsync(t, engine(d, 2*time.Minute), rotation.Rotation{ID: id, Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
 	if res.err != nil || res.out.Success() || len(res.out.Results) != 1 {
 		t.Fatalf("Run = %+v, %v", res.out, res.err)
 	}
@@ -218,7 +219,7 @@ func TestRefusedTaskFailsStep(t *testing.T) {
 	if !strings.HasPrefix(rr.Error, want) || !strings.HasSuffix(rr.Error, `of host "gw-1": `+envelope.ErrNotForMe.Error()) || rr.Worker == "" {
 		t.Fatalf("result %+v", rr)
 	}
-	stored, err := d.Results(t.Context(), id, 1)
+	stored, err := engine(d, 0).Results(t.Context(), id, 1)
 	if err != nil || len(stored) != 1 || stored[0].Error != rr.Error {
 		t.Fatalf("stored results %+v, %v", stored, err)
 	}

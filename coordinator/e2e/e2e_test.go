@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/messages"
@@ -114,11 +115,11 @@ func (d *deployment) rotate(user string) runs.Run {
 	return run
 }
 
-func (d *deployment) wait(id string) server.View {
+func (d *deployment) wait(id string) rotation.View {
 	d.t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		var v server.View
+		var v rotation.View
 		if d.api.do("GET", "/v1/rotations/"+id, nil, &v) == http.StatusOK && v.Finished() {
 			return v
 		}

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
 )
@@ -208,7 +209,7 @@ func TestFaultDiskFull(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var v server.View
+	var v rotation.View
 	if d.api.do("GET", "/v1/rotations/"+run.ID, nil, &v) == http.StatusOK && v.Finished() {
 		t.Fatalf("reported finished while its outcome cannot be stored: %+v", v)
 	}

@@ -241,6 +241,25 @@ func (r *Record) Login() string { return r.firstValue("login") }
 // "".
 func (r *Record) Password() string { return r.firstValue("password") }
 
+// PrivateKey returns the record's SSH private key and its passphrase: the
+// first privateKey field (by type, or labelled "privateKey" or "Private PEM
+// Key"), else the private half of a keyPair field; the passphrase from a
+// field labelled "passphrase".
+func (r *Record) PrivateKey() (key, passphrase string) {
+	for _, f := range r.Fields {
+		if v, ok := f.Value.(string); ok && (f.Type == "privateKey" || f.Label == "privateKey" || f.Label == "Private PEM Key") && key == "" {
+			key = v
+		}
+		if v, ok := f.Value.(map[string]any); ok && f.Type == "keyPair" && key == "" {
+			key, _ = v["privateKey"].(string)
+		}
+		if v, ok := f.Value.(string); ok && f.Label == "passphrase" {
+			passphrase = v
+		}
+	}
+	return key, passphrase
+}
+
 // NOOP reports whether the record has a text field labelled NOOP whose value
 // is True (any case): the built-in rotation is skipped and only the scripts
 // run.

@@ -20,8 +20,8 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
-	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/inventory"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 )
 
 func TestMain(m *testing.M) {
@@ -97,7 +97,7 @@ records:
 `, list(config), list(machine), marker, list(user))
 }
 
-func rotate(t *testing.T, inv *inventory.Inventory) dispatch.Outcome {
+func rotate(t *testing.T, inv *inventory.Inventory) rotation.Outcome {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -339,7 +339,7 @@ func TestRefusesGeneralRotationWithoutRotator(t *testing.T) {
 		y = strings.Replace(y, "    worker: web-01\n", "    connection: {protocol: winrm, host: 127.0.0.1, admin: token}\n", 1)
 		inv := fixture{yaml: y, scripts: map[string]string{"x.sh": "exit 0\n"}}.load(t)
 		_, err := Rotate(t.Context(), inv, "svc", Options{})
-		var ie *InputError
+		var ie *rotation.InputError
 		if !errors.As(err, &ie) || !errors.Is(err, ErrNotSupported) {
 			t.Fatalf("%s: err = %v, want an InputError wrapping ErrNotSupported", rot, err)
 		}
@@ -352,7 +352,7 @@ func TestRefusesGeneralRotationWithoutRotator(t *testing.T) {
 		t.Fatalf("general rotation in one-shot mode: %v", err)
 	}
 	inv := fixture{yaml: inventoryYAML(nil, nil, nil)}.load(t)
-	var ie *InputError
+	var ie *rotation.InputError
 	if _, err := Rotate(t.Context(), inv, "nobody", Options{}); !errors.As(err, &ie) {
 		t.Fatalf("unknown user: err = %v, want InputError", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/postrotate/postrotate/coordinator/plan"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/coordinator/runs"
 )
 
@@ -80,9 +81,9 @@ func (s *Server) postRotation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `request body: "user" is required`)
 		return
 	}
-	run, err := s.Rotate(r.Context(), req.User)
+	run, err := s.opts.Rotations.Rotate(r.Context(), req.User)
 	var (
-		ie *InputError
+		ie *rotation.InputError
 		be *runs.BusyError
 	)
 	switch {
@@ -102,7 +103,7 @@ func (s *Server) postRotation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getRotation(w http.ResponseWriter, r *http.Request) {
-	v, err := s.Get(r.Context(), r.PathValue("id"))
+	v, err := s.opts.Rotations.Get(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, runs.ErrNotFound):
 		writeError(w, http.StatusNotFound, "%v", err)
@@ -114,7 +115,7 @@ func (s *Server) getRotation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
-	all, err := s.List(r.Context(), r.URL.Query().Get("user"))
+	all, err := s.opts.Rotations.List(r.Context(), r.URL.Query().Get("user"))
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "%v", err)
 		return
@@ -126,7 +127,7 @@ func (s *Server) listRotations(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
-	all, err := s.Workers(r.Context())
+	all, err := s.opts.Workers(r.Context())
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "%v", err)
 		return

@@ -10,8 +10,8 @@ import (
 	"github.com/postrotate/postrotate/coordinator/vault"
 )
 
-// hidden stands for a secret value the API does not reveal.
-const hidden = "********"
+// Hidden stands for a secret value the API does not reveal (reveal=true shows it).
+const Hidden = "********"
 
 // RecordSummary is one record in GET /v1/records.
 type RecordSummary struct {
@@ -31,7 +31,7 @@ type RecordSummary struct {
 }
 
 // RecordView is GET /v1/records/{uid}: the summary, the fields (secret
-// values hidden unless revealed), the current password and the history.
+// values Hidden unless revealed), the current password and the history.
 type RecordView struct {
 	RecordSummary
 	Fields   []FieldView `json:"fields"`
@@ -74,8 +74,8 @@ func (s *Server) summary(e vault.Entry) RecordSummary {
 		if sc, err := rot.ParsedSchedule(); err == nil {
 			sum.Schedule = sc.String()
 		}
-		if s.sched != nil {
-			if next, ok := s.sched.Next(e.Record.UID); ok {
+		if s.opts.NextRotation != nil {
+			if next, ok := s.opts.NextRotation(e.Record.UID); ok {
 				sum.NextRotation = next
 			}
 		}
@@ -85,7 +85,7 @@ func (s *Server) summary(e vault.Entry) RecordSummary {
 
 // Records returns the summaries of the stored records, by uid.
 func (s *Server) Records(ctx context.Context) ([]RecordSummary, error) {
-	all, err := s.vault.List(ctx)
+	all, err := s.opts.Records.List(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func (s *Server) Records(ctx context.Context) ([]RecordSummary, error) {
 
 // Record returns one stored record; its secrets only when reveal is set.
 func (s *Server) Record(ctx context.Context, uid string, reveal bool) (RecordView, error) {
-	e, err := s.vault.Get(ctx, uid)
+	e, err := s.opts.Records.Get(ctx, uid)
 	if err != nil {
 		return RecordView{}, err
 	}
@@ -106,13 +106,13 @@ func (s *Server) Record(ctx context.Context, uid string, reveal bool) (RecordVie
 		if reveal || v == "" {
 			return v
 		}
-		return hidden
+		return Hidden
 	}
 	v := RecordView{RecordSummary: s.summary(e), Password: show(e.Password()), Revealed: reveal, Fields: []FieldView{}, History: []HistoryView{}}
 	for _, f := range e.Record.Fields {
 		fv := FieldView{Type: f.Type, Label: f.Label, Value: f.Value, Secret: f.IsSecret()}
 		if fv.Secret && !reveal {
-			fv.Value = hidden
+			fv.Value = Hidden
 		}
 		v.Fields = append(v.Fields, fv)
 	}
@@ -120,7 +120,7 @@ func (s *Server) Record(ctx context.Context, uid string, reveal bool) (RecordVie
 		v.Pending = &HistoryView{SetAt: p.SetAt, RotationID: p.RotationID, Source: p.Source, Password: show(p.Password)}
 	}
 	// Uncommitted passwords moved out of the record come last.
-	archived, err := s.vault.Archived(ctx, uid)
+	archived, err := s.opts.Records.Archived(ctx, uid)
 	if err != nil {
 		return RecordView{}, err
 	}

@@ -1,4 +1,4 @@
-package server
+package app
 
 import (
 	"context"
@@ -19,7 +19,9 @@ import (
 	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/inventory"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/worker"
 )
@@ -93,9 +95,12 @@ func startBroker(t *testing.T) (jetstream.JetStream, string) {
 	return js, store
 }
 
-func startServer(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory, opts dispatch.Options) *Server {
+// startServer starts the coordinator of inv on js, with opts (its
+// Inventory and Key set here).
+func startServer(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory, opts Options) *App {
 	t.Helper()
-	s, err := New(js, Options{Inventory: inv, Dispatch: opts, Key: &testKey})
+	opts.Inventory, opts.Key = inv, &testKey
+	s, err := New(js, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,10 +113,10 @@ func startServer(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory,
 
 // startWorkers enrolls the workers of hosts with s and starts them on js,
 // each with the trust of its credentials.
-func startWorkers(t *testing.T, s *Server, js jetstream.JetStream, hosts ...string) {
+func startWorkers(t *testing.T, s *App, js jetstream.JetStream, hosts ...string) {
 	t.Helper()
 	for _, h := range hosts {
-		en, err := s.Enroll(t.Context(), h)
+		en, err := s.Enroller().Enroll(t.Context(), h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,11 +156,11 @@ func do(t *testing.T, h http.Handler, method, path, body string, out any) int {
 }
 
 // waitFinished polls GET /v1/rotations/{id} until the run has finished.
-func waitFinished(t *testing.T, h http.Handler, id string) View {
+func waitFinished(t *testing.T, h http.Handler, id string) rotation.View {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var v View
+		var v rotation.View
 		if code := do(t, h, "GET", "/v1/rotations/"+id, "", &v); code != http.StatusOK {
 			t.Fatalf("GET rotation: %d", code)
 		}
@@ -188,7 +193,7 @@ func TestRotationThroughHTTP(t *testing.T) {
 	t.Parallel()
 	inv := inventoryFor(t, map[string]string{"u.sh": "echo user $POSTROTATE_STEP\n", "m.sh": "echo machine\n"}, "[{file: u.sh}]", "[{file: m.sh}]")
 	js, _ := startBroker(t)
-	s := startServer(t, js, inv, dispatch.Options{})
+	s := startServer(t, js, inv, Options{})
 	startWorkers(t, s, js, "gw", "m1")
 	h := s.Handler()
 
@@ -220,7 +225,7 @@ func TestAPIErrors(t *testing.T) {
 	t.Parallel()
 	inv := inventoryFor(t, map[string]string{"u.sh": "exit 0\n", "m.sh": "exit 0\n"}, "[{file: u.sh}]", "[{file: m.sh}]")
 	js, _ := startBroker(t)
-	h := startServer(t, js, inv, dispatch.Options{}).Handler()
+	h := startServer(t, js, inv, Options{}).Handler()
 	tests := []struct {
 		method, path, body string
 		want               int
@@ -236,7 +241,7 @@ func TestAPIErrors(t *testing.T) {
 		{"DELETE", "/v1/rotations", "", http.StatusMethodNotAllowed},
 	}
 	for _, tt := range tests {
-		var eb ErrorBody
+		var eb server.ErrorBody
 		var out any = &eb
 		if tt.want == http.StatusMethodNotAllowed {
 			out = nil
@@ -260,7 +265,7 @@ func TestConcurrency(t *testing.T) {
 	inv := inventoryFor2(t, map[string]string{"a.sh": wait("alice", "bob"), "b.sh": wait("bob", "alice"), "m.sh": "exit 0\n"},
 		"[{file: a.sh}]", "[{file: b.sh}]", "[{file: m.sh}]")
 	js, _ := startBroker(t)
-	s := startServer(t, js, inv, dispatch.Options{})
+	s := startServer(t, js, inv, Options{})
 	startWorkers(t, s, js, "gw", "gw2", "m1")
 	h := s.Handler()
 
@@ -269,7 +274,7 @@ func TestConcurrency(t *testing.T) {
 		t.Fatalf("POST alice: %d", code)
 	}
 	waitFile(t, filepath.Join(dir, "alice"))
-	var eb ErrorBody
+	var eb server.ErrorBody
 	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &eb); code != http.StatusConflict || !strings.Contains(eb.Error, a.ID) {
 		t.Fatalf("second POST alice: %d %q", code, eb.Error)
 	}
@@ -291,7 +296,7 @@ func TestConcurrency(t *testing.T) {
 // stoppedMidScript starts a server on js with inv and workers of gw and m1,
 // rotates alice, and stops the server once alice's machine script has
 // created dir/m.started: the rotation is left running.
-func stoppedMidScript(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory, dir string) (*Server, runs.Run) {
+func stoppedMidScript(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory, dir string) (*App, runs.Run) {
 	t.Helper()
 	s, err := New(js, Options{Inventory: inv, Key: &testKey})
 	if err != nil {
@@ -301,7 +306,7 @@ func stoppedMidScript(t *testing.T, js jetstream.JetStream, inv *inventory.Inven
 		t.Fatal(err)
 	}
 	startWorkers(t, s, js, "gw", "m1")
-	run, err := s.Rotate(t.Context(), "alice")
+	run, err := s.Rotations().Rotate(t.Context(), "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,10 +329,10 @@ func TestResumeAfterRestart(t *testing.T) {
 	}, "[{file: u.sh}]", "[{file: m.sh}]")
 	js, _ := startBroker(t)
 	s1, run := stoppedMidScript(t, js, inv, dir)
-	if r, err := s1.store.Get(t.Context(), run.ID); err != nil || r.State != runs.StateRunning {
+	if r, err := s1.runs.Get(t.Context(), run.ID); err != nil || r.State != runs.StateRunning {
 		t.Fatalf("after stop: %+v %v", r, err)
 	}
-	s2 := startServer(t, js, inv, dispatch.Options{})
+	s2 := startServer(t, js, inv, Options{})
 	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -347,9 +352,9 @@ func TestOfflineHost(t *testing.T) {
 	t.Parallel()
 	inv := inventoryFor(t, map[string]string{"u.sh": "exit 0\n", "m.sh": "exit 0\n"}, "[{file: u.sh, timeout: 1s}]", "[{file: m.sh, timeout: 1s}]")
 	js, _ := startBroker(t)
-	s := startServer(t, js, inv, dispatch.Options{PickupTimeout: 500 * time.Millisecond, KillGrace: 500 * time.Millisecond})
+	s := startServer(t, js, inv, Options{PickupTimeout: 500 * time.Millisecond, Dispatch: dispatch.Options{KillGrace: 500 * time.Millisecond}})
 	startWorkers(t, s, js, "gw")
-	if _, err := s.Enroll(t.Context(), "m1"); err != nil { // enrolled, but no worker runs
+	if _, err := s.Enroller().Enroll(t.Context(), "m1"); err != nil { // enrolled, but no worker runs
 		t.Fatal(err)
 	}
 	h := s.Handler()
@@ -379,9 +384,9 @@ func TestResumeAbandoned(t *testing.T) {
 	t.Cleanup(func() { _ = os.WriteFile(filepath.Join(dir, "release"), nil, 0o644) })
 	js, _ := startBroker(t)
 	_, run := stoppedMidScript(t, js, inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m.sh}]"), dir)
-	s2 := startServer(t, js, inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m2.sh}]"), dispatch.Options{})
+	s2 := startServer(t, js, inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m2.sh}]"), Options{})
 	v := waitFinished(t, s2.Handler(), run.ID)
-	if v.State != runs.StateFailed || v.Effect != string(dispatch.EffectNotCommitted) || len(v.Results) != 2 ||
+	if v.State != runs.StateFailed || v.Effect != string(rotation.EffectNotCommitted) || len(v.Results) != 2 ||
 		!v.Results[0].Success || v.Results[1].Success || !strings.Contains(v.Results[1].Error, "cannot resume") {
 		t.Fatalf("abandoned run: %+v", v)
 	}

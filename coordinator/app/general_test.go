@@ -1,18 +1,19 @@
 //go:build unix
 
-package server
+package app
 
 import (
-	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/inventory"
+	"github.com/postrotate/postrotate/coordinator/rotation"
+	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/executor/rotate/pgtest"
 	"github.com/postrotate/postrotate/executor/ssh/sshdtest"
@@ -30,7 +31,7 @@ sys.exit(STATUS)
 // under a configuration whose gateway is gw, starts a server and the
 // gateway's worker (default executors: the real rotators), and returns the
 // server and the directory holding tell-<user>.py scripts' outputs.
-func generalCase(t *testing.T, records string, users map[string]int) (*Server, string) {
+func generalCase(t *testing.T, records string, users map[string]int) (*App, string) {
 	t.Helper()
 	dir := t.TempDir()
 	for user, status := range users {
@@ -48,7 +49,7 @@ func generalCase(t *testing.T, records string, users map[string]int) (*Server, s
 		t.Fatal(err)
 	}
 	js, _ := startBroker(t)
-	s := startServer(t, js, inv, dispatch.Options{})
+	s := startServer(t, js, inv, Options{})
 	startWorkers(t, s, js, "gw")
 	return s, dir
 }
@@ -75,11 +76,11 @@ func newPasswordTold(t *testing.T, dir, user string) string {
 	return string(b)
 }
 
-func revealed(t *testing.T, s *Server, uid string) RecordView {
+func revealed(t *testing.T, s *App, uid string) server.RecordView {
 	t.Helper()
-	v, err := s.Record(context.Background(), uid, true)
-	if err != nil {
-		t.Fatal(err)
+	var v server.RecordView
+	if code := do(t, s.Handler(), "GET", "/v1/records/"+uid+"?reveal=true", "", &v); code != http.StatusOK {
+		t.Fatalf("GET /v1/records/%s: %d", uid, code)
 	}
 	return v
 }
@@ -112,7 +113,7 @@ func TestGeneralRotationLinuxOverSSH(t *testing.T) {
 	h := s.Handler()
 
 	v := rotateAndWait(t, h, "u-commit")
-	if v.Effect != string(dispatch.EffectCommitted) || len(v.Results) != 2 || !v.Results[0].Success || v.Results[0].Name != "rotate-linux" {
+	if v.Effect != string(rotation.EffectCommitted) || len(v.Results) != 2 || !v.Results[0].Success || v.Results[0].Name != "rotate-linux" {
 		t.Fatalf("rotation: %+v", v)
 	}
 	newPW := newPasswordTold(t, dir, "u-commit")
@@ -124,7 +125,7 @@ func TestGeneralRotationLinuxOverSSH(t *testing.T) {
 	}
 
 	v = rotateAndWait(t, h, "u-rollback")
-	if v.Effect != string(dispatch.EffectRolledBack) || len(v.Results) != 3 || v.Results[2].Name != "rollback-linux" || !v.Results[2].Success {
+	if v.Effect != string(rotation.EffectRolledBack) || len(v.Results) != 3 || v.Results[2].Name != "rollback-linux" || !v.Results[2].Success {
 		t.Fatalf("rotation with a failing script: %+v", v)
 	}
 	newPW = newPasswordTold(t, dir, "u-rollback")
@@ -155,7 +156,7 @@ func TestGeneralRotationPostgreSQL(t *testing.T) {
 	h := s.Handler()
 
 	v := rotateAndWait(t, h, "u-commit")
-	if v.Effect != string(dispatch.EffectCommitted) || len(v.Results) != 2 || v.Results[0].Name != "rotate-postgresql" {
+	if v.Effect != string(rotation.EffectCommitted) || len(v.Results) != 2 || v.Results[0].Name != "rotate-postgresql" {
 		t.Fatalf("rotation: %+v", v)
 	}
 	newPW := newPasswordTold(t, dir, "u-commit")
@@ -167,7 +168,7 @@ func TestGeneralRotationPostgreSQL(t *testing.T) {
 	}
 
 	v = rotateAndWait(t, h, "u-rollback")
-	if v.Effect != string(dispatch.EffectRolledBack) || len(v.Results) != 3 || !v.Results[2].Success {
+	if v.Effect != string(rotation.EffectRolledBack) || len(v.Results) != 3 || !v.Results[2].Success {
 		t.Fatalf("rotation with a failing script: %+v", v)
 	}
 	newPW = newPasswordTold(t, dir, "u-rollback")

@@ -1,4 +1,4 @@
-package server
+package app
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/worker"
 
@@ -86,7 +87,7 @@ func benchRotations(b *testing.B, k int) {
 	}
 	defer s.Stop(b.Context()) //nolint:errcheck
 	for i := range k {
-		en, err := s.Enroll(b.Context(), fmt.Sprintf("h%d", i))
+		en, err := s.Enroller().Enroll(b.Context(), fmt.Sprintf("h%d", i))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -129,7 +130,7 @@ func benchRotations(b *testing.B, k int) {
 	defer sub.Unsubscribe() //nolint:errcheck
 
 	rotate := func(user string) string {
-		body, _ := json.Marshal(RotateRequest{User: user})
+		body, _ := json.Marshal(server.RotateRequest{User: user})
 		resp, err := http.Post(hs.URL+"/v1/rotations", "application/json", bytes.NewReader(body))
 		if err != nil {
 			b.Error(err)

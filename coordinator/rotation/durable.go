@@ -1,4 +1,4 @@
-package server
+package rotation
 
 import (
 	"context"
@@ -13,9 +13,9 @@ const storeAttempt = 5 * time.Second
 
 // durably runs write until it succeeds, each attempt bounded by
 // storeAttempt, with a backoff up to Options.StoreRetry in between. While
-// it fails, GET /healthz reports it. It returns an error only when ctx ends
-// or the server stops first.
-func (s *Server) durably(ctx context.Context, what, rotationID string, write func(context.Context) error) error {
+// it fails, Fault reports it. It returns an error only when ctx ends or
+// the service stops first.
+func (s *Service) durably(ctx context.Context, what, rotationID string, write func(context.Context) error) error {
 	key := what + " " + rotationID
 	backoff := time.Duration(0)
 	for attempt := 1; ; attempt++ {
@@ -26,65 +26,66 @@ func (s *Server) durably(ctx context.Context, what, rotationID string, write fun
 			if attempt > 1 {
 				s.log.Info().Str("rotation_id", rotationID).Int("attempt", attempt).Msg(what + ": stored after retries")
 			}
-			s.clearFault(key)
+			s.faults.clear(key)
 			return nil
 		}
-		s.setFault(key, err)
+		s.faults.set(key, err)
 		backoff = min(max(2*backoff, 100*time.Millisecond), s.opts.StoreRetry)
 		s.log.Error().Err(err).Str("rotation_id", rotationID).Int("attempt", attempt).Dur("retry_in", backoff).Msg(what + " failed; retrying")
 		select {
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())
 		case <-s.quit:
-			return errors.Join(err, errors.New("server stopping"))
+			return errors.Join(err, errors.New("rotation service stopping"))
 		case <-time.After(backoff):
 		}
 	}
 }
 
+// Fault is a write (or a rotation) that keeps failing, since its first
+// failure.
+type Fault struct {
+	What  string
+	Err   error
+	Since time.Time
+}
+
 // faults are the writes (and rotations) failing now, each until it
-// succeeds: GET /healthz answers 503 while there is one.
+// succeeds.
 type faults struct {
 	mu sync.Mutex
-	m  map[string]fault
+	m  map[string]Fault
 }
 
-// fault is one failing write, since its first failure.
-type fault struct {
-	what  string
-	err   error
-	since time.Time
-}
-
-func (s *Server) setFault(what string, err error) {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	if s.faults.m == nil {
-		s.faults.m = map[string]fault{}
+func (f *faults) set(what string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string]Fault{}
 	}
-	f, ok := s.faults.m[what]
+	ft, ok := f.m[what]
 	if !ok {
-		f.since = time.Now()
+		ft.Since = time.Now()
 	}
-	f.what, f.err = what, err
-	s.faults.m[what] = f
+	ft.What, ft.Err = what, err
+	f.m[what] = ft
 }
 
-func (s *Server) clearFault(what string) {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	delete(s.faults.m, what)
+func (f *faults) clear(what string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, what)
 }
 
-// oldestFault returns the write failing for the longest time, if any.
-func (s *Server) oldestFault() (fault, bool) {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	var oldest fault
+// oldest returns the write failing for the longest time, if any.
+func (f *faults) oldest() (Fault, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var oldest Fault
 	found := false
-	for _, f := range s.faults.m {
-		if !found || f.since.Before(oldest.since) {
-			oldest, found = f, true
+	for _, ft := range f.m {
+		if !found || ft.Since.Before(oldest.Since) {
+			oldest, found = ft, true
 		}
 	}
 	return oldest, found

@@ -1,4 +1,4 @@
-package server
+package app
 
 import (
 	"context"
@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postrotate/postrotate/coordinator/dispatch"
+	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
 )
 
@@ -39,7 +40,7 @@ func rotations(t *testing.T, log string) [][2]string {
 	return out
 }
 
-func rotateAndWait(t *testing.T, h http.Handler, user string) View {
+func rotateAndWait(t *testing.T, h http.Handler, user string) rotation.View {
 	t.Helper()
 	var run runs.Run
 	if code := do(t, h, "POST", "/v1/rotations", `{"user":"`+user+`"}`, &run); code != http.StatusAccepted {
@@ -60,7 +61,7 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	inv := inventoryFor(t, map[string]string{"chain.py": script}, "[{file: chain.py, command: /usr/bin/python3}]", "[]")
 	js, _ := startBroker(t)
 	key := vault.NewKey()
-	start := func(k vault.Key) (*Server, error) {
+	start := func(k vault.Key) (*App, error) {
 		s, err := New(js, Options{Inventory: inv, Key: &k})
 		if err != nil {
 			return nil, err
@@ -79,8 +80,8 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	h := s.Handler()
 
 	first, second := rotateAndWait(t, h, "alice"), rotateAndWait(t, h, "alice")
-	for _, v := range []View{first, second} {
-		if v.State != runs.StateCompleted || v.Effect != string(dispatch.EffectCommitted) {
+	for _, v := range []rotation.View{first, second} {
+		if v.State != runs.StateCompleted || v.Effect != string(rotation.EffectCommitted) {
 			t.Fatalf("rotation %s: %+v", v.ID, v)
 		}
 	}
@@ -89,12 +90,12 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 		t.Fatalf("passwords given to the scripts (old new): %q", got)
 	}
 
-	var hiddenView, revealed RecordView
-	if code := do(t, h, "GET", "/v1/records/alice", "", &hiddenView); code != http.StatusOK || hiddenView.Password != hidden || hiddenView.Revealed {
+	var hiddenView, revealed server.RecordView
+	if code := do(t, h, "GET", "/v1/records/alice", "", &hiddenView); code != http.StatusOK || hiddenView.Password != server.Hidden || hiddenView.Revealed {
 		t.Fatalf("GET record: %d %+v", code, hiddenView)
 	}
 	for _, f := range hiddenView.Fields {
-		if f.Type == "password" && f.Value != hidden {
+		if f.Type == "password" && f.Value != server.Hidden {
 			t.Errorf("password field shown without reveal: %+v", f)
 		}
 	}
@@ -108,14 +109,14 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	if revealed.LastRotation == nil || revealed.LastRotation.ID != second.ID {
 		t.Fatalf("last rotation: %+v", revealed.LastRotation)
 	}
-	var list []RecordSummary
+	var list []server.RecordSummary
 	if code := do(t, h, "GET", "/v1/records", "", &list); code != http.StatusOK || len(list) != 7 {
 		t.Fatalf("GET records: %d %+v", code, list)
 	}
 	// bob is rotated every 24h: his next rotation is about a day away.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var bob RecordView
+		var bob server.RecordView
 		do(t, h, "GET", "/v1/records/bob", "", &bob)
 		if next := time.Until(bob.NextRotation); bob.Schedule == "every 24h0m0s" && next > 23*time.Hour && next <= 24*time.Hour {
 			break

@@ -1,4 +1,4 @@
-package server
+package app
 
 import (
 	"context"
@@ -17,9 +17,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
-	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/identity"
 	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
@@ -34,7 +34,7 @@ const testToken = "test-api-token-7c1e"
 // server that signs tasks, an API token.
 type secured struct {
 	b   *broker.Broker
-	s   *Server
+	s   *App
 	h   http.Handler
 	key vault.Key
 }
@@ -67,7 +67,7 @@ func startSecured(t *testing.T, inv string) *secured {
 	inventory := inventoryFor(t, map[string]string{"u.sh": "echo user\n", "m.sh": "echo machine\n"}, inv, "[{file: m.sh}]")
 	sc.s, err = New(js, Options{
 		Inventory: inventory, Key: &sc.key, APIToken: testToken, NATSURL: sc.b.ClientURL(), NoSchedules: true,
-		Dispatch: dispatch.Options{PickupTimeout: 20 * time.Second},
+		PickupTimeout: 20 * time.Second,
 		OnWorkers: func(ws []identity.Worker) error {
 			return sc.b.SetUsers(identity.Users(subj, pub, ws))
 		},
@@ -102,9 +102,9 @@ func (sc *secured) call(t *testing.T, method, path, body string, out any) int {
 }
 
 // enroll enrolls host through the API.
-func (sc *secured) enroll(t *testing.T, host string) Enrolled {
+func (sc *secured) enroll(t *testing.T, host string) identity.Enrolled {
 	t.Helper()
-	var en Enrolled
+	var en identity.Enrolled
 	if code := sc.call(t, "POST", "/v1/workers/enroll", `{"host": "`+host+`"}`, &en); code != http.StatusCreated {
 		t.Fatalf("enroll %s: %d", host, code)
 	}
@@ -372,11 +372,17 @@ func TestUnsignedRefusesEnrolment(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Stop(context.Background()) })
-	var eb ErrorBody
+	var eb server.ErrorBody
 	if code := do(t, s.Handler(), "POST", "/v1/workers/enroll", `{"host": "gw"}`, &eb); code != http.StatusConflict || !strings.Contains(eb.Error, "--insecure-workers") {
 		t.Fatalf("enroll: %d %q", code, eb.Error)
 	}
-	if _, err := s.LocalWorker(t.Context(), "gw"); !errors.Is(err, ErrUnsigned) {
-		t.Fatalf("local worker: %v", err)
+	for _, r := range [][2]string{{"GET", "/v1/workers/enrolled"}, {"DELETE", "/v1/workers/enrolled/gw"}} {
+		if code := do(t, s.Handler(), r[0], r[1], "", &eb); code != http.StatusConflict || !strings.Contains(eb.Error, server.ErrUnsigned.Error()) {
+			t.Fatalf("%s %s: %d %q", r[0], r[1], code, eb.Error)
+		}
+	}
+	// Nothing can hand out credentials, an in-process worker's either.
+	if s.Enroller() != nil {
+		t.Fatal("an unsigned coordinator has an enroller")
 	}
 }
