@@ -191,7 +191,30 @@ func TestWorkerMayRunItsOwnHost(t *testing.T) {
 	if _, err := f.js.Publish(ctx, f.subj.Tasks("gw-a"), []byte("task for a")); err != nil {
 		t.Fatal(err)
 	}
-	// Bind and pull (in the priority group), ack.
+	pullOwnTask(t, f, jsA)
+	// Results and refusals.
+	if _, err := jsA.Publish(ctx, f.subj.Result("r1", 1), []byte("{}"), jetstream.WithMsgID("result-r1-1")); err != nil {
+		t.Fatalf("publish result: %v", err)
+	}
+	if _, err := jsA.Publish(ctx, f.subj.Refused("gw-a"), []byte("{}")); err != nil {
+		t.Fatalf("publish refusal: %v", err)
+	}
+	heartbeatOwnHost(t, f, jsA)
+	writeStartedMarkers(t, f, jsA)
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	for _, m := range logs.lines {
+		if m["message"] == "nats permission violation" {
+			t.Errorf("permission violation in the worker's own flow: %v", m)
+		}
+	}
+}
+
+// pullOwnTask binds gw-a's consumer as its worker (jsA), pulls the task
+// waiting there (in the priority group) and acks it.
+func pullOwnTask(t *testing.T, f *authFixture, jsA jetstream.JetStream) {
+	t.Helper()
+	ctx := t.Context()
 	cons, err := jsA.Consumer(ctx, f.subj.TasksStream(), f.subj.Consumer("gw-a"))
 	if err != nil {
 		t.Fatalf("bind own consumer: %v", err)
@@ -213,14 +236,13 @@ func TestWorkerMayRunItsOwnHost(t *testing.T) {
 	if err := got[0].DoubleAck(ctx); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
-	// Results and refusals.
-	if _, err := jsA.Publish(ctx, f.subj.Result("r1", 1), []byte("{}"), jetstream.WithMsgID("result-r1-1")); err != nil {
-		t.Fatalf("publish result: %v", err)
-	}
-	if _, err := jsA.Publish(ctx, f.subj.Refused("gw-a"), []byte("{}")); err != nil {
-		t.Fatalf("publish refusal: %v", err)
-	}
-	// Heartbeat: its own registration.
+}
+
+// heartbeatOwnHost registers and deregisters a worker of gw-a as its
+// worker (jsA) does.
+func heartbeatOwnHost(t *testing.T, f *authFixture, jsA jetstream.JetStream) {
+	t.Helper()
+	ctx := t.Context()
 	workers, err := jsA.KeyValue(ctx, f.subj.WorkersBucket())
 	if err != nil {
 		t.Fatalf("open workers bucket: %v", err)
@@ -234,7 +256,13 @@ func TestWorkerMayRunItsOwnHost(t *testing.T) {
 	if err := workers.Delete(ctx, messages.WorkerKey("gw-a", "w1")); err != nil {
 		t.Fatalf("deregister: %v", err)
 	}
-	// Started markers: create, read, update.
+}
+
+// writeStartedMarkers creates, reads and updates started markers as a
+// worker (jsA) does.
+func writeStartedMarkers(t *testing.T, f *authFixture, jsA jetstream.JetStream) {
+	t.Helper()
+	ctx := t.Context()
 	started, err := jsA.KeyValue(ctx, f.subj.StartedBucket())
 	if err != nil {
 		t.Fatalf("open started bucket: %v", err)
@@ -255,13 +283,6 @@ func TestWorkerMayRunItsOwnHost(t *testing.T) {
 	if _, err := started.Create(ctx, "seen.r1-1", []byte("7")); err != nil {
 		t.Fatalf("first seen: %v", err)
 	}
-	logs.mu.Lock()
-	defer logs.mu.Unlock()
-	for _, m := range logs.lines {
-		if m["message"] == "nats permission violation" {
-			t.Errorf("permission violation in the worker's own flow: %v", m)
-		}
-	}
 }
 
 // A worker's user may not touch another host's tasks, publish tasks, read
@@ -269,94 +290,121 @@ func TestWorkerMayRunItsOwnHost(t *testing.T) {
 func TestWorkerMayNotTouchOtherHosts(t *testing.T) {
 	t.Parallel()
 	f := setupAuth(t)
-	ctx := t.Context()
-	if _, err := f.js.Publish(ctx, f.subj.Tasks("gw b"), []byte("task for b")); err != nil {
+	if _, err := f.js.Publish(t.Context(), f.subj.Tasks("gw b"), []byte("task for b")); err != nil {
 		t.Fatal(err)
 	}
 	ncA, jsA, logs := f.connect(t, f.a)
-	stream, consB := f.subj.TasksStream(), f.subj.Consumer("gw b")
+	x := trespass{f: f, nc: ncA, js: jsA, logs: logs, stream: f.subj.TasksStream(), consB: f.subj.Consumer("gw b")}
+	t.Run("bind the consumer of another host", x.bindOtherConsumer)
+	t.Run("pull the tasks of another host", x.pullOtherTasks)
+	t.Run("publish a task", x.publishTask)
+	t.Run("subscribe to results", x.subscribeResults)
+	t.Run("read results from the stream", x.readResults)
+	t.Run("another host's registration", x.registerOtherHost)
+	t.Run("another host's refusals", x.refuseForOtherHost)
+	t.Run("another worker's inbox", x.subscribeOtherInbox)
+	t.Run("the records and runs buckets", x.readRunsBucket)
+}
 
-	t.Run("bind the consumer of another host", func(t *testing.T) {
-		short, cancel := contextWithTimeout(t, time.Second)
-		defer cancel()
-		if _, err := jsA.Consumer(short, stream, consB); err == nil {
-			t.Fatal("bound the consumer of host gw b")
-		}
-		logs.waitViolation(t, "$JS.API.CONSUMER.INFO."+stream+"."+consB)
-	})
-	t.Run("pull the tasks of another host", func(t *testing.T) {
-		subject := "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consB
-		if _, err := ncA.Request(subject, []byte(`{"batch":1,"expires":1000000000}`), time.Second); err == nil {
-			t.Fatal("pulled from host gw b's consumer")
-		}
-		logs.waitViolation(t, subject)
-		if ncA.LastError() == nil || !errors.Is(ncA.LastError(), nats.ErrPermissionViolation) {
-			t.Fatalf("last error %v, want a permission violation", ncA.LastError())
-		}
-		// The task of gw b is still there, for its own worker.
-		info, err := f.js.Stream(ctx, stream)
-		if err != nil || info.CachedInfo().State.Msgs != 1 {
-			t.Fatalf("tasks stream: %v", err)
-		}
-	})
-	t.Run("publish a task", func(t *testing.T) {
-		subject := f.subj.Tasks("gw b")
-		if err := ncA.Publish(subject, []byte("forged")); err != nil {
-			t.Fatal(err)
-		}
-		logs.waitViolation(t, subject)
-		info, err := f.js.Stream(ctx, stream)
-		if err != nil || info.CachedInfo().State.Msgs != 1 {
-			t.Fatalf("a forged task reached the stream: %v", err)
-		}
-	})
-	t.Run("subscribe to results", func(t *testing.T) {
-		if _, err := ncA.SubscribeSync(f.subj.AllResults()); err != nil {
-			t.Fatal(err)
-		}
-		logs.waitViolation(t, f.subj.AllResults())
-	})
-	t.Run("read results from the stream", func(t *testing.T) {
-		short, cancel := contextWithTimeout(t, time.Second)
-		defer cancel()
-		if _, err := jsA.Stream(short, f.subj.ResultsStream()); err == nil {
-			t.Fatal("read the results stream's info")
-		}
-		logs.waitViolation(t, "$JS.API.STREAM.INFO."+f.subj.ResultsStream())
-		short2, cancel2 := contextWithTimeout(t, time.Second)
-		defer cancel2()
-		if _, err := jsA.OrderedConsumer(short2, f.subj.ResultsStream(), jetstream.OrderedConsumerConfig{}); err == nil {
-			t.Fatal("created a consumer on the results stream")
-		}
-	})
-	t.Run("another host's registration", func(t *testing.T) {
-		subject := "$KV." + f.subj.WorkersBucket() + "." + messages.WorkerKey("gw b", "w1")
-		if err := ncA.Publish(subject, []byte("{}")); err != nil {
-			t.Fatal(err)
-		}
-		logs.waitViolation(t, subject)
-	})
-	t.Run("another host's refusals", func(t *testing.T) {
-		subject := f.subj.Refused("gw b")
-		if err := ncA.Publish(subject, []byte("{}")); err != nil {
-			t.Fatal(err)
-		}
-		logs.waitViolation(t, subject)
-	})
-	t.Run("another worker's inbox", func(t *testing.T) {
-		subject := envelope.InboxPrefix("gw b") + ".>"
-		if _, err := ncA.SubscribeSync(subject); err != nil {
-			t.Fatal(err)
-		}
-		logs.waitViolation(t, subject)
-	})
-	t.Run("the records and runs buckets", func(t *testing.T) {
-		subject := "$JS.API.STREAM.INFO.KV_" + f.subj.RunsBucket()
-		if _, err := ncA.Request(subject, nil, time.Second); err == nil {
-			t.Fatal("read the runs bucket")
-		}
-		logs.waitViolation(t, subject)
-	})
+// trespass is the worker of gw-a (nc, js, its logs) trying what only the
+// coordinator or the worker of "gw b" (consumer consB on the tasks
+// stream) may do.
+type trespass struct {
+	f             *authFixture
+	nc            *nats.Conn
+	js            jetstream.JetStream
+	logs          *logLines
+	stream, consB string
+}
+
+func (x trespass) bindOtherConsumer(t *testing.T) {
+	short, cancel := contextWithTimeout(t, time.Second)
+	defer cancel()
+	if _, err := x.js.Consumer(short, x.stream, x.consB); err == nil {
+		t.Fatal("bound the consumer of host gw b")
+	}
+	x.logs.waitViolation(t, "$JS.API.CONSUMER.INFO."+x.stream+"."+x.consB)
+}
+
+func (x trespass) pullOtherTasks(t *testing.T) {
+	subject := "$JS.API.CONSUMER.MSG.NEXT." + x.stream + "." + x.consB
+	if _, err := x.nc.Request(subject, []byte(`{"batch":1,"expires":1000000000}`), time.Second); err == nil {
+		t.Fatal("pulled from host gw b's consumer")
+	}
+	x.logs.waitViolation(t, subject)
+	if x.nc.LastError() == nil || !errors.Is(x.nc.LastError(), nats.ErrPermissionViolation) {
+		t.Fatalf("last error %v, want a permission violation", x.nc.LastError())
+	}
+	// The task of gw b is still there, for its own worker.
+	info, err := x.f.js.Stream(t.Context(), x.stream)
+	if err != nil || info.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("tasks stream: %v", err)
+	}
+}
+
+func (x trespass) publishTask(t *testing.T) {
+	subject := x.f.subj.Tasks("gw b")
+	if err := x.nc.Publish(subject, []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	x.logs.waitViolation(t, subject)
+	info, err := x.f.js.Stream(t.Context(), x.stream)
+	if err != nil || info.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("a forged task reached the stream: %v", err)
+	}
+}
+
+func (x trespass) subscribeResults(t *testing.T) {
+	if _, err := x.nc.SubscribeSync(x.f.subj.AllResults()); err != nil {
+		t.Fatal(err)
+	}
+	x.logs.waitViolation(t, x.f.subj.AllResults())
+}
+
+func (x trespass) readResults(t *testing.T) {
+	short, cancel := contextWithTimeout(t, time.Second)
+	defer cancel()
+	if _, err := x.js.Stream(short, x.f.subj.ResultsStream()); err == nil {
+		t.Fatal("read the results stream's info")
+	}
+	x.logs.waitViolation(t, "$JS.API.STREAM.INFO."+x.f.subj.ResultsStream())
+	short2, cancel2 := contextWithTimeout(t, time.Second)
+	defer cancel2()
+	if _, err := x.js.OrderedConsumer(short2, x.f.subj.ResultsStream(), jetstream.OrderedConsumerConfig{}); err == nil {
+		t.Fatal("created a consumer on the results stream")
+	}
+}
+
+func (x trespass) registerOtherHost(t *testing.T) {
+	subject := "$KV." + x.f.subj.WorkersBucket() + "." + messages.WorkerKey("gw b", "w1")
+	if err := x.nc.Publish(subject, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	x.logs.waitViolation(t, subject)
+}
+
+func (x trespass) refuseForOtherHost(t *testing.T) {
+	subject := x.f.subj.Refused("gw b")
+	if err := x.nc.Publish(subject, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	x.logs.waitViolation(t, subject)
+}
+
+func (x trespass) subscribeOtherInbox(t *testing.T) {
+	subject := envelope.InboxPrefix("gw b") + ".>"
+	if _, err := x.nc.SubscribeSync(subject); err != nil {
+		t.Fatal(err)
+	}
+	x.logs.waitViolation(t, subject)
+}
+
+func (x trespass) readRunsBucket(t *testing.T) {
+	subject := "$JS.API.STREAM.INFO.KV_" + x.f.subj.RunsBucket()
+	if _, err := x.nc.Request(subject, nil, time.Second); err == nil {
+		t.Fatal("read the runs bucket")
+	}
+	x.logs.waitViolation(t, subject)
 }
 
 // SetUsers admits a new user at once and shuts a removed one out,

@@ -56,6 +56,33 @@ func startAPI(t *testing.T) api {
 func TestWorkerAdd(t *testing.T) {
 	t.Parallel()
 	a := startAPI(t)
+	first := addWorkerToFile(t, a)
+	pub := addWorkerAgain(t, a, first)
+	code, stdout, _ := run(t, "worker", "add", "u-gw", "--server", a.url, "--api-token-file", a.tokenFile)
+	if code != ExitOK {
+		t.Fatalf("to stdout: exit %d", code)
+	}
+	if _, err := envelope.DecodeCredentials([]byte(stdout)); err != nil {
+		t.Fatalf("stdout is not a credentials file: %v\n%s", err, stdout)
+	}
+
+	code, stdout, _ = run(t, "worker", "list", "--server", a.url, "--api-token-file", a.tokenFile, "--json")
+	var all []identity.Worker
+	if err := json.Unmarshal([]byte(stdout), &all); code != ExitOK || err != nil || len(all) != 2 || all[0].Host != "gw" || all[0].UserKey != pub {
+		t.Fatalf("list: exit %d, %v\n%s", code, err, stdout)
+	}
+	if code, _, stderr := run(t, "worker", "remove", "gw", "--server", a.url, "--api-token-file", a.tokenFile); code != ExitOK {
+		t.Fatalf("remove: exit %d\n%s", code, stderr)
+	}
+	if code, _, stderr := run(t, "worker", "remove", "gw", "--server", a.url, "--api-token-file", a.tokenFile); code != ExitUsage || !strings.Contains(stderr, "not enrolled") {
+		t.Fatalf("second remove: exit %d\n%s", code, stderr)
+	}
+}
+
+// addWorkerToFile enrolls the worker of gw with its credentials written
+// to a file, and returns them.
+func addWorkerToFile(t *testing.T, a api) envelope.Credentials {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "gw.creds")
 	code, stdout, stderr := run(t, "worker", "add", "gw", "--server", a.url, "--api-token-file", a.tokenFile, "--out", out)
 	if code != ExitOK || stdout != "" || !strings.Contains(stderr, "postrotate-worker --creds "+out) {
@@ -79,11 +106,16 @@ func TestWorkerAdd(t *testing.T) {
 	if strings.Contains(stderr, c.UserSeed) || strings.Contains(stderr, c.CurveSeed) {
 		t.Fatal("a seed reached stderr")
 	}
+	return c
+}
 
-	// Again, to stdout, with another NATS URL and the nats-server
-	// configuration: it replaces the first identity.
+// addWorkerAgain enrolls the worker of gw again, with another NATS URL and
+// the nats-server configuration: it replaces the first identity. It
+// returns the new NATS user's public key.
+func addWorkerAgain(t *testing.T, a api, first envelope.Credentials) string {
+	t.Helper()
 	out2 := filepath.Join(t.TempDir(), "gw2.creds")
-	code, stdout, stderr = run(t, "worker", "add", "gw", "--server", a.url, "--api-token-file", a.tokenFile,
+	code, stdout, stderr := run(t, "worker", "add", "gw", "--server", a.url, "--api-token-file", a.tokenFile,
 		"--out", out2, "--nats", "nats://10.0.0.1:4222", "--nats-config")
 	if code != ExitOK || !strings.Contains(stderr, "replaced") {
 		t.Fatalf("exit %d\n%s", code, stderr)
@@ -94,29 +126,11 @@ func TestWorkerAdd(t *testing.T) {
 	}
 	user, _ := c2.User()
 	pub, _ := user.PublicKey()
-	if c2.NATS != "nats://10.0.0.1:4222" || c2.UserSeed == c.UserSeed || !strings.Contains(stdout, "authorization {") ||
+	if c2.NATS != "nats://10.0.0.1:4222" || c2.UserSeed == first.UserSeed || !strings.Contains(stdout, "authorization {") ||
 		!strings.Contains(stdout, pub) || !strings.Contains(stdout, `"$JS.API.CONSUMER.MSG.NEXT.POSTROTATE_TASKS.host_gw"`) {
 		t.Fatalf("credentials %+v\nstdout:\n%s", c2, stdout)
 	}
-	code, stdout, _ = run(t, "worker", "add", "u-gw", "--server", a.url, "--api-token-file", a.tokenFile)
-	if code != ExitOK {
-		t.Fatalf("to stdout: exit %d", code)
-	}
-	if _, err := envelope.DecodeCredentials([]byte(stdout)); err != nil {
-		t.Fatalf("stdout is not a credentials file: %v\n%s", err, stdout)
-	}
-
-	code, stdout, _ = run(t, "worker", "list", "--server", a.url, "--api-token-file", a.tokenFile, "--json")
-	var all []identity.Worker
-	if err := json.Unmarshal([]byte(stdout), &all); code != ExitOK || err != nil || len(all) != 2 || all[0].Host != "gw" || all[0].UserKey != pub {
-		t.Fatalf("list: exit %d, %v\n%s", code, err, stdout)
-	}
-	if code, _, stderr := run(t, "worker", "remove", "gw", "--server", a.url, "--api-token-file", a.tokenFile); code != ExitOK {
-		t.Fatalf("remove: exit %d\n%s", code, stderr)
-	}
-	if code, _, stderr := run(t, "worker", "remove", "gw", "--server", a.url, "--api-token-file", a.tokenFile); code != ExitUsage || !strings.Contains(stderr, "not enrolled") {
-		t.Fatalf("second remove: exit %d\n%s", code, stderr)
-	}
+	return pub
 }
 
 func TestWorkerAddUsage(t *testing.T) {
@@ -154,18 +168,7 @@ func TestClientsSendTheAPIToken(t *testing.T) {
 		{"worker", "add", "gw"},
 		{"rotate", "--user", "u"},
 	} {
-		args = append(args, "--server", a.url)
-		if code, _, stderr := run(t, args...); code != ExitFailed || !strings.Contains(stderr, "401") || !strings.Contains(stderr, "--api-token-file") {
-			t.Errorf("%v without a token: exit %d\n%s", args, code, stderr)
-		}
-		if code, _, stderr := run(t, append(args, "--api-token-file", wrong)...); code != ExitFailed || !strings.Contains(stderr, "401") {
-			t.Errorf("%v with a wrong token: exit %d\n%s", args, code, stderr)
-		}
-		if runtime.GOOS != "windows" {
-			if code, _, stderr := run(t, append(args, "--api-token-file", loose)...); code != ExitUsage || !strings.Contains(stderr, "chmod 600") {
-				t.Errorf("%v with a 0644 token file: exit %d\n%s", args, code, stderr)
-			}
-		}
+		checkTokenRefused(t, append(args, "--server", a.url), wrong, loose)
 	}
 	if code, stdout, stderr := run(t, "records", "list", "--server", a.url, "--api-token-file", a.tokenFile); code != ExitOK || !strings.Contains(stdout, "UID") {
 		t.Fatalf("records list with the token: exit %d\n%s%s", code, stdout, stderr)
@@ -173,6 +176,24 @@ func TestClientsSendTheAPIToken(t *testing.T) {
 	code, stdout, stderr := run(t, "rotate", "--user", "u", "--server", a.url, "--api-token-file", a.tokenFile)
 	if code != ExitOK || !strings.Contains(stdout, "started") {
 		t.Fatalf("rotate with the token: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// checkTokenRefused runs the client command args without a token, with
+// the wrong token in the file wrong, and with the token in a file others
+// may read (loose): each is refused, saying why.
+func checkTokenRefused(t *testing.T, args []string, wrong, loose string) {
+	t.Helper()
+	if code, _, stderr := run(t, args...); code != ExitFailed || !strings.Contains(stderr, "401") || !strings.Contains(stderr, "--api-token-file") {
+		t.Errorf("%v without a token: exit %d\n%s", args, code, stderr)
+	}
+	if code, _, stderr := run(t, append(args, "--api-token-file", wrong)...); code != ExitFailed || !strings.Contains(stderr, "401") {
+		t.Errorf("%v with a wrong token: exit %d\n%s", args, code, stderr)
+	}
+	if runtime.GOOS != "windows" {
+		if code, _, stderr := run(t, append(args, "--api-token-file", loose)...); code != ExitUsage || !strings.Contains(stderr, "chmod 600") {
+			t.Errorf("%v with a 0644 token file: exit %d\n%s", args, code, stderr)
+		}
 	}
 }
 

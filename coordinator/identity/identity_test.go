@@ -91,6 +91,21 @@ func TestEnrollReplaceRevoke(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	s := f.open(t, f.key)
+	first := enrollFirst(t, s)
+	if _, err := s.Enroll(t.Context(), "web 01"); err != nil {
+		t.Fatal(err)
+	}
+	second := enrollAgain(t, s, first)
+	listAndRevoke(t, s, second)
+	if _, err := s.Enroll(t.Context(), ""); !errors.Is(err, identity.ErrInvalidHost) {
+		t.Fatalf("empty host: %v", err)
+	}
+}
+
+// enrollFirst enrolls gw, which had no identity, and returns its
+// enrolment.
+func enrollFirst(t *testing.T, s *identity.Store) identity.Enrolment {
+	t.Helper()
 	ctx := t.Context()
 	if _, err := s.CurveKey(ctx, "gw"); !errors.Is(err, identity.ErrNotEnrolled) {
 		t.Fatalf("before enrolment: %v", err)
@@ -106,16 +121,27 @@ func TestEnrollReplaceRevoke(t *testing.T) {
 	if k, err := s.CurveKey(ctx, "gw"); err != nil || k != first.CurveKey {
 		t.Fatalf("curve key %q, %v", k, err)
 	}
-	if _, err := s.Enroll(ctx, "web 01"); err != nil {
-		t.Fatal(err)
-	}
-	second, err := s.Enroll(ctx, "gw")
+	return first
+}
+
+// enrollAgain enrolls gw again: new keys replace those of first.
+func enrollAgain(t *testing.T, s *identity.Store, first identity.Enrolment) identity.Enrolment {
+	t.Helper()
+	second, err := s.Enroll(t.Context(), "gw")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !second.Replaced || second.UserKey == first.UserKey || second.CurveKey == first.CurveKey {
 		t.Fatalf("re-enrolment %+v", second)
 	}
+	return second
+}
+
+// listAndRevoke checks the workers enrolled (gw as second, and web 01),
+// then revokes gw, once.
+func listAndRevoke(t *testing.T, s *identity.Store, second identity.Enrolment) {
+	t.Helper()
+	ctx := t.Context()
 	all, err := s.Workers(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -131,9 +157,6 @@ func TestEnrollReplaceRevoke(t *testing.T) {
 	}
 	if all, _ := s.Workers(ctx); len(all) != 1 || all[0].Host != "web 01" {
 		t.Fatalf("after revoke: %+v", all)
-	}
-	if _, err := s.Enroll(ctx, ""); !errors.Is(err, identity.ErrInvalidHost) {
-		t.Fatalf("empty host: %v", err)
 	}
 }
 

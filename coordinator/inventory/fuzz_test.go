@@ -49,6 +49,29 @@ records:
 // returns either a consistent inventory or a *ValidationError whose
 // problems have messages, and that no problem shows a field's value.
 func FuzzParse(f *testing.F) {
+	addParseSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, examples bool) {
+		dir := "testdata"
+		if examples {
+			dir = filepath.Join("..", "..", "examples")
+		}
+		inv, err := parseWithin(t, data, dir, 10*time.Second)
+		if err != nil {
+			if inv != nil {
+				t.Fatal("both an inventory and an error")
+			}
+			checkRefused(t, data, err)
+			return
+		}
+		checkAccepted(t, inv)
+	})
+}
+
+// addParseSeeds adds the seeds of FuzzParse: every testdata file, the
+// example inventory (read relative to the examples), the marker inventory
+// and variants of it, the end-to-end tests' inventory, and aliases that
+// recurse or expand.
+func addParseSeeds(f *testing.F) {
 	add := func(file string, examples bool) {
 		data, err := os.ReadFile(file)
 		if err != nil {
@@ -82,58 +105,64 @@ records:
 	f.Add([]byte("version: 1\nrecords: [{uid: a, type: login, fields: [{type: text, value: &x [*x]}]}]\n"), false)
 	f.Add([]byte("{\"version\": 1, \"records\": [{\"uid\": \"u\", \"type\": \"pamUser\", \"rotation\": {\"type\": \"general\", \"schedule\": \"CRON_TZ=X\"}}]}"), false)
 	f.Add([]byte("a: &a [*a, *a]\nb: &b [*a, *a, *a, *a]\nc: &c [*b, *b, *b, *b]\nversion: 1\nrecords: [*c]\n"), false)
-	f.Fuzz(func(t *testing.T, data []byte, examples bool) {
-		dir := "testdata"
-		if examples {
-			dir = filepath.Join("..", "..", "examples")
+}
+
+// checkRefused checks the error of a refused input: a *ValidationError
+// whose problems have messages and show no field value.
+func checkRefused(t *testing.T, data []byte, err error) {
+	t.Helper()
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) == 0 || !errors.Is(err, ErrInvalidInventory) {
+		t.Fatalf("error %T %v is not a ValidationError with problems", err, err)
+	}
+	for _, p := range ve.Problems {
+		if p.Message == "" || p.Line < 0 {
+			t.Fatalf("problem %+v", p)
 		}
-		inv, err := parseWithin(t, data, dir, 10*time.Second)
-		if err != nil {
-			if inv != nil {
-				t.Fatal("both an inventory and an error")
-			}
-			var ve *ValidationError
-			if !errors.As(err, &ve) || len(ve.Problems) == 0 || !errors.Is(err, ErrInvalidInventory) {
-				t.Fatalf("error %T %v is not a ValidationError with problems", err, err)
-			}
-			for _, p := range ve.Problems {
-				if p.Message == "" || p.Line < 0 {
-					t.Fatalf("problem %+v", p)
-				}
-			}
-			checkNoFieldValue(t, data, ve.Error())
-			return
+	}
+	checkNoFieldValue(t, data, ve.Error())
+}
+
+// checkAccepted checks that an accepted inventory holds what its users
+// rely on.
+func checkAccepted(t *testing.T, inv *Inventory) {
+	t.Helper()
+	if inv.Version != 1 || len(inv.Records) == 0 {
+		t.Fatalf("accepted inventory: version %d, %d records", inv.Version, len(inv.Records))
+	}
+	seen := make(map[string]bool)
+	for i := range inv.Records {
+		r := &inv.Records[i]
+		if r.UID == "" || seen[r.UID] || r.Type == "" || r.Title == "" {
+			t.Fatalf("accepted record %d: %+v", i, r)
 		}
-		if inv.Version != 1 || len(inv.Records) == 0 {
-			t.Fatalf("accepted inventory: version %d, %d records", inv.Version, len(inv.Records))
+		seen[r.UID] = true
+		_ = r.PayloadRecord()
+		_, _, _ = r.Login(), r.Password(), r.NOOP()
+		if r.Rotation != nil {
+			checkAcceptedRotation(t, inv, i, r.Rotation)
 		}
-		seen := make(map[string]bool)
-		for i := range inv.Records {
-			r := &inv.Records[i]
-			if r.UID == "" || seen[r.UID] || r.Type == "" || r.Title == "" {
-				t.Fatalf("accepted record %d: %+v", i, r)
-			}
-			seen[r.UID] = true
-			_ = r.PayloadRecord()
-			_, _, _ = r.Login(), r.Password(), r.NOOP()
-			if r.Rotation != nil {
-				if _, ok := inv.Record(r.Rotation.Configuration); !ok {
-					t.Fatalf("record %d: rotation without a configuration", i)
-				}
-				if _, err := r.Rotation.ParsedSchedule(); err != nil {
-					t.Fatalf("record %d: accepted schedule does not parse: %v", i, err)
-				}
-				if err := r.Rotation.Complexity.Validate(); err != nil {
-					t.Fatalf("record %d: accepted complexity is invalid: %v", i, err)
-				}
-			}
-			for _, s := range r.Scripts {
-				if s.Timeout <= 0 || s.Name == "" || s.Title == "" {
-					t.Fatalf("record %d: script %+v", i, s)
-				}
+		for _, s := range r.Scripts {
+			if s.Timeout <= 0 || s.Name == "" || s.Title == "" {
+				t.Fatalf("record %d: script %+v", i, s)
 			}
 		}
-	})
+	}
+}
+
+// checkAcceptedRotation checks the accepted rotation of record i: it has
+// a configuration, a schedule that parses and a valid complexity.
+func checkAcceptedRotation(t *testing.T, inv *Inventory, i int, rot *Rotation) {
+	t.Helper()
+	if _, ok := inv.Record(rot.Configuration); !ok {
+		t.Fatalf("record %d: rotation without a configuration", i)
+	}
+	if _, err := rot.ParsedSchedule(); err != nil {
+		t.Fatalf("record %d: accepted schedule does not parse: %v", i, err)
+	}
+	if err := rot.Complexity.Validate(); err != nil {
+		t.Fatalf("record %d: accepted complexity is invalid: %v", i, err)
+	}
 }
 
 // parseWithin runs Parse, failing the test when it does not return in d.
@@ -246,37 +275,48 @@ func (c *classifier) document(doc *yaml.Node) {
 			return false
 		}
 		for _, rec := range v.Content {
-			if rec.Kind != yaml.MappingNode {
-				c.all(rec, false)
-				continue
-			}
-			c.mapping(rec, func(key string, v *yaml.Node) bool {
-				if key != "fields" || v.Kind != yaml.SequenceNode {
-					return false
-				}
-				for _, field := range v.Content {
-					if field.Kind != yaml.MappingNode {
-						c.all(field, false)
-						continue
-					}
-					for i := 0; i+1 < len(field.Content); i += 2 {
-						k, v := field.Content[i], field.Content[i+1]
-						switch {
-						case k.Value == "value" || k.Kind != yaml.ScalarNode || k.Tag == "!!merge" || !strings.Contains(" type label secret ", " "+k.Value+" "):
-							// A value, or a key the decoder hides.
-							c.all(k, k.Value != "value")
-							c.all(v, true)
-						default:
-							c.all(k, false)
-							c.all(v, false)
-						}
-					}
-				}
-				return true
-			})
+			c.record(rec)
 		}
 		return true
 	})
+}
+
+// record classifies a record: its fields apart, everything is public.
+func (c *classifier) record(rec *yaml.Node) {
+	if rec.Kind != yaml.MappingNode {
+		c.all(rec, false)
+		return
+	}
+	c.mapping(rec, func(key string, v *yaml.Node) bool {
+		if key != "fields" || v.Kind != yaml.SequenceNode {
+			return false
+		}
+		for _, field := range v.Content {
+			c.field(field)
+		}
+		return true
+	})
+}
+
+// field classifies a field: its value, and the keys the decoder hides
+// with their values, are secret.
+func (c *classifier) field(field *yaml.Node) {
+	if field.Kind != yaml.MappingNode {
+		c.all(field, false)
+		return
+	}
+	for i := 0; i+1 < len(field.Content); i += 2 {
+		k, v := field.Content[i], field.Content[i+1]
+		switch {
+		case k.Value == "value" || k.Kind != yaml.ScalarNode || k.Tag == "!!merge" || !strings.Contains(" type label secret ", " "+k.Value+" "):
+			// A value, or a key the decoder hides.
+			c.all(k, k.Value != "value")
+			c.all(v, true)
+		default:
+			c.all(k, false)
+			c.all(v, false)
+		}
+	}
 }
 
 // mapping walks the pairs of m, calling f for each; the pairs f does not

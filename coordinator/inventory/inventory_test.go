@@ -39,7 +39,22 @@ func TestLoadGood(t *testing.T) {
 	if inv.Version != 1 || inv.Dir != abs || len(inv.Records) != 13 {
 		t.Fatalf("version %d, dir %q, %d records", inv.Version, inv.Dir, len(inv.Records))
 	}
+	checkGoodConfiguration(t, inv)
+	checkGoodWorkerMachine(t, inv)
+	checkGoodWinRMMachine(t, inv)
+	checkGoodSSHMachine(t, inv)
+	checkGoodFieldValues(t, inv)
+	checkGoodUser(t, inv)
+	checkGoodRotationDefaults(t, inv)
+	if _, ok := inv.Record("nope"); ok {
+		t.Error("Record(nope) found something")
+	}
+}
 
+// checkGoodConfiguration checks good.yaml's configuration and its script,
+// whose name and title default to the file's name.
+func checkGoodConfiguration(t *testing.T, inv *Inventory) {
+	t.Helper()
 	cfg := mustRecord(t, inv, "cfg-local")
 	if cfg.Type != TypeConfiguration || cfg.Gateway != "gateway-1" || cfg.Title != "Local configuration" {
 		t.Errorf("cfg-local = %+v", cfg)
@@ -49,7 +64,11 @@ func TestLoadGood(t *testing.T) {
 		got.Timeout != DefaultScriptTimeout || string(got.Content) != string(notify) || got.Command != "" || got.Records != nil {
 		t.Errorf("cfg-local script = %+v", got)
 	}
+}
 
+// checkGoodWorkerMachine checks good.yaml's machine with a worker.
+func checkGoodWorkerMachine(t *testing.T, inv *Inventory) {
+	t.Helper()
 	web := mustRecord(t, inv, "web-01")
 	if web.Worker != "web-01" || web.Connection != nil || web.Scripts[0].Name != "restart.sh" {
 		t.Errorf("web-01 = %+v", web)
@@ -57,7 +76,12 @@ func TestLoadGood(t *testing.T) {
 	if v, ok := web.Fields[0].Value.(map[string]any); !ok || v["hostName"] != "web-01" || v["port"] != "22" {
 		t.Errorf("web-01 host value = %#v", web.Fields[0].Value)
 	}
+}
 
+// checkGoodWinRMMachine checks good.yaml's machine reached over WinRM:
+// the HTTPS port by default, the script's own title and timeout.
+func checkGoodWinRMMachine(t *testing.T, inv *Inventory) {
+	t.Helper()
 	win := mustRecord(t, inv, "win-01")
 	if c := win.Connection; c == nil || c.Protocol != ProtocolWinRM || !c.HTTPS || c.Port != 5986 || c.Admin != "win-admin" || c.Host != "10.0.0.7" {
 		t.Errorf("win-01 connection = %+v", win.Connection)
@@ -65,13 +89,24 @@ func TestLoadGood(t *testing.T) {
 	if s := win.Scripts[0]; s.Title != "Windows user script" || s.Name != "user.ps1" || s.Timeout != 90*time.Second {
 		t.Errorf("win-01 script = %+v", s)
 	}
+}
+
+// checkGoodSSHMachine checks good.yaml's machine reached over SSH: port 22
+// by default, the title defaults to the uid.
+func checkGoodSSHMachine(t *testing.T, inv *Inventory) {
+	t.Helper()
 	if c := mustRecord(t, inv, "lin-02").Connection; c == nil || c.Protocol != ProtocolSSH || c.Port != 22 || c.HostKey == "" {
 		t.Errorf("lin-02 connection = %+v", c)
 	}
 	if title := mustRecord(t, inv, "lin-02").Title; title != "lin-02" {
 		t.Errorf("lin-02 title = %q, want the uid", title)
 	}
+}
 
+// checkGoodFieldValues checks the shapes of field values and the text kept
+// in secret fields.
+func checkGoodFieldValues(t *testing.T, inv *Inventory) {
+	t.Helper()
 	db := mustRecord(t, inv, "db-01")
 	wantValues := []any{
 		map[string]any{"hostName": "db.internal", "port": 5432},
@@ -95,7 +130,12 @@ func TestLoadGood(t *testing.T) {
 	if !api.Fields[3].Secret || api.Fields[0].Secret {
 		t.Errorf("secret flags = %v, %v; want only the explicit one set", api.Fields[3].Secret, api.Fields[0].Secret)
 	}
+}
 
+// checkGoodUser checks good.yaml's scripts_only user: its helpers, its
+// rotation settings, its script and its schedule in its time zone.
+func checkGoodUser(t *testing.T, inv *Inventory) {
+	t.Helper()
 	user := mustRecord(t, inv, "svc-user")
 	if user.Login() != "svc@example.com" || user.Password() != "Old-Passw0rd" || !user.NOOP() || user.Title != "svc-app" {
 		t.Errorf("svc-user helpers: login %q, noop %v", user.Login(), user.NOOP())
@@ -119,16 +159,18 @@ func TestLoadGood(t *testing.T) {
 	if got := sched.Next(from); !got.Equal(time.Date(2025, 1, 1, 2, 0, 0, 0, time.UTC)) {
 		t.Errorf("next rotation = %v, want 03:00 in Paris", got)
 	}
+}
 
+// checkGoodRotationDefaults checks the rotations that leave settings out:
+// the only configuration, the default complexity.
+func checkGoodRotationDefaults(t *testing.T, inv *Inventory) {
+	t.Helper()
 	dbUser := mustRecord(t, inv, "db-user")
 	if r := dbUser.Rotation; r.Configuration != "cfg-local" || r.Complexity != (password.Rules{}).WithDefaults() || dbUser.NOOP() {
 		t.Errorf("db-user rotation defaults = %+v", r)
 	}
 	if r := mustRecord(t, inv, "iam-user").Rotation; r.Type != RotationIAMUser || r.Resource != "" || r.Configuration != "cfg-local" {
 		t.Errorf("iam-user rotation = %+v", r)
-	}
-	if _, ok := inv.Record("nope"); ok {
-		t.Error("Record(nope) found something")
 	}
 }
 
@@ -168,91 +210,96 @@ func paths(ve *ValidationError) []string {
 	return out
 }
 
+// badInventory is a file of testdata that Load refuses, and the problems
+// it must report.
+type badInventory struct {
+	file  string
+	paths []string // every problem path, in order
+	// lines, when set, are the expected Line of each problem.
+	lines []int
+}
+
+var badInventories = []badInventory{
+	{file: "bad_malformed.yaml", paths: []string{""}},
+	{
+		file: "bad_unknown_reference.yaml",
+		paths: []string{
+			"records[1].connection.admin",
+			"records[2].rotation.resource",
+			"records[2].scripts[0].records[0]",
+			"records[3].rotation.configuration",
+		},
+		lines: []int{6, 10, 12, 15},
+	},
+	{file: "bad_duplicate_uid.yaml", paths: []string{"records[1].uid", "records[3].uid"}, lines: []int{4, 6}},
+	{
+		file:  "bad_missing_script.yaml",
+		paths: []string{"records[0].scripts[1].file", "records[0].scripts[2].file", "records[0].scripts[3].file"},
+	},
+	{
+		file: "bad_cron.yaml",
+		paths: []string{
+			"records[1].rotation.schedule",
+			"records[2].rotation.schedule",
+			"records[3].rotation.schedule",
+			"records[4].rotation.timezone",
+			"records[5].rotation.schedule",
+		},
+	},
+	{
+		file: "bad_complexity.yaml",
+		paths: []string{
+			"records[1].rotation.complexity.length",
+			"records[1].rotation.complexity.special",
+			"records[1].rotation.complexity.special_chars",
+		},
+	},
+	{
+		file: "bad_unknown_key.yaml",
+		paths: []string{
+			"owner",
+			"records[0].scripts[0].timout",
+			"records[1].conection",
+			"records[2].fields[0]",
+			"records[2].rotation.complexity.symbols",
+		},
+		lines: []int{2, 8, 11, 15, 16},
+	},
+	{
+		file: "bad_several.yaml",
+		paths: []string{
+			"version",
+			"records[0].gateway",
+			"records[0].uid",
+			"records[1].gateway",
+			"records[2].connection",
+			"records[2].connection.admin",
+			"records[2].connection.host",
+			"records[2].connection.port",
+			"records[2].connection.protocol",
+			"records[2].scripts[0].timeout",
+			"records[3].scripts",
+			"records[4].gateway",
+			"records[4].rotation",
+			"records[4].rotation.resource",
+			"records[4].scripts",
+			"records[5].type",
+			"records[6].fields[0].type",
+			"records[6].fields[1].value",
+			"records[6].rotation.configuration",
+			"records[6].rotation.resource",
+			"records[6].rotation.schedule",
+			"records[6].rotation.type",
+			"records[7].uid",
+			"records[8].rotation.configuration",
+			"records[8].rotation.resource",
+		},
+	},
+}
+
 func TestBadInventories(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		file  string
-		paths []string // every problem path, in order
-		// lines, when set, are the expected Line of each problem.
-		lines []int
-	}{
-		{file: "bad_malformed.yaml", paths: []string{""}},
-		{
-			file: "bad_unknown_reference.yaml",
-			paths: []string{
-				"records[1].connection.admin",
-				"records[2].rotation.resource",
-				"records[2].scripts[0].records[0]",
-				"records[3].rotation.configuration",
-			},
-			lines: []int{6, 10, 12, 15},
-		},
-		{file: "bad_duplicate_uid.yaml", paths: []string{"records[1].uid", "records[3].uid"}, lines: []int{4, 6}},
-		{
-			file:  "bad_missing_script.yaml",
-			paths: []string{"records[0].scripts[1].file", "records[0].scripts[2].file", "records[0].scripts[3].file"},
-		},
-		{
-			file: "bad_cron.yaml",
-			paths: []string{
-				"records[1].rotation.schedule",
-				"records[2].rotation.schedule",
-				"records[3].rotation.schedule",
-				"records[4].rotation.timezone",
-				"records[5].rotation.schedule",
-			},
-		},
-		{
-			file: "bad_complexity.yaml",
-			paths: []string{
-				"records[1].rotation.complexity.length",
-				"records[1].rotation.complexity.special",
-				"records[1].rotation.complexity.special_chars",
-			},
-		},
-		{
-			file: "bad_unknown_key.yaml",
-			paths: []string{
-				"owner",
-				"records[0].scripts[0].timout",
-				"records[1].conection",
-				"records[2].fields[0]",
-				"records[2].rotation.complexity.symbols",
-			},
-			lines: []int{2, 8, 11, 15, 16},
-		},
-		{
-			file: "bad_several.yaml",
-			paths: []string{
-				"version",
-				"records[0].gateway",
-				"records[0].uid",
-				"records[1].gateway",
-				"records[2].connection",
-				"records[2].connection.admin",
-				"records[2].connection.host",
-				"records[2].connection.port",
-				"records[2].connection.protocol",
-				"records[2].scripts[0].timeout",
-				"records[3].scripts",
-				"records[4].gateway",
-				"records[4].rotation",
-				"records[4].rotation.resource",
-				"records[4].scripts",
-				"records[5].type",
-				"records[6].fields[0].type",
-				"records[6].fields[1].value",
-				"records[6].rotation.configuration",
-				"records[6].rotation.resource",
-				"records[6].rotation.schedule",
-				"records[6].rotation.type",
-				"records[7].uid",
-				"records[8].rotation.configuration",
-				"records[8].rotation.resource",
-			},
-		},
-	}
-	for _, tt := range tests {
+	for _, tt := range badInventories {
 		t.Run(tt.file, func(t *testing.T) {
 			t.Parallel()
 			inv, err := Load(filepath.Join("testdata", tt.file))

@@ -143,6 +143,39 @@ type Plan struct {
 // New plans the rotation of the pamUser userUID. Errors match (errors.Is)
 // ErrUnknownRecord, ErrNotPAMUser, ErrNoRotation or ErrInvalidInventory.
 func New(inv *inventory.Inventory, userUID string) (*Plan, error) {
+	user, err := rotatedUser(inv, userUID)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{User: user, records: map[string]*inventory.Record{user.UID: user}}
+	if err := p.findConfiguration(inv); err != nil {
+		return nil, err
+	}
+	if err := p.findResource(inv); err != nil {
+		return nil, err
+	}
+	p.Policy = Policy{
+		RollbackOnPasswordFail:     p.lookupSwitch(LabelRollbackOnPasswordFail, true),
+		RollbackOnPostRotationFail: p.lookupSwitch(LabelRollbackOnPostRotationFail, false),
+		RerunOnPostRotationFail:    p.lookupSwitch(LabelRerunOnPostRotationFail, false),
+	}
+	if user.Rotation.Type == inventory.RotationGeneral && !user.NOOP() {
+		step, err := p.rotationStep(inv, p.Configuration.Gateway)
+		if err != nil {
+			p.unsupported = err
+		} else {
+			p.Steps = append(p.Steps, step)
+		}
+	}
+	if err := p.planScripts(inv); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// rotatedUser returns the pamUser userUID, which must have rotation
+// settings.
+func rotatedUser(inv *inventory.Inventory, userUID string) (*inventory.Record, error) {
 	user, ok := inv.Record(userUID)
 	switch {
 	case !ok:
@@ -152,107 +185,139 @@ func New(inv *inventory.Inventory, userUID string) (*Plan, error) {
 	case user.Rotation == nil:
 		return nil, fmt.Errorf("plan rotation of %q: %w", userUID, ErrNoRotation)
 	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("plan rotation of %q: %w: %s", userUID, ErrInvalidInventory, fmt.Sprintf(format, args...))
-	}
-	p := &Plan{User: user, records: map[string]*inventory.Record{user.UID: user}}
+	return user, nil
+}
 
-	cfgUID := user.Rotation.Configuration
+// invalidf returns an error wrapping ErrInvalidInventory: the inventory
+// does not hold what the user's rotation needs.
+func (p *Plan) invalidf(format string, args ...any) error {
+	return fmt.Errorf("plan rotation of %q: %w: %s", p.User.UID, ErrInvalidInventory, fmt.Sprintf(format, args...))
+}
+
+// findConfiguration sets the configuration of the rotation: the one it
+// names, or the inventory's only one. It must have a gateway.
+func (p *Plan) findConfiguration(inv *inventory.Inventory) error {
+	cfgUID := p.User.Rotation.Configuration
 	if cfgUID == "" {
 		cfgUID = onlyConfiguration(inv)
 	}
 	cfg, ok := inv.Record(cfgUID)
 	switch {
 	case cfgUID == "":
-		return nil, fail("no configuration")
+		return p.invalidf("no configuration")
 	case !ok:
-		return nil, fail("no configuration record %q", cfgUID)
+		return p.invalidf("no configuration record %q", cfgUID)
 	case cfg.Type != inventory.TypeConfiguration:
-		return nil, fail("configuration %q is a %s", cfgUID, cfg.Type)
+		return p.invalidf("configuration %q is a %s", cfgUID, cfg.Type)
 	case cfg.Gateway == "":
-		return nil, fail("configuration %q has no gateway", cfgUID)
+		return p.invalidf("configuration %q has no gateway", cfgUID)
 	}
 	p.Configuration = cfg
 	p.records[cfg.UID] = cfg
+	return nil
+}
 
-	if uid := user.Rotation.Resource; uid != "" {
-		res, ok := inv.Record(uid)
-		if !ok {
-			return nil, fail("no resource record %q", uid)
-		}
-		if res.Type != inventory.TypeMachine && res.Type != inventory.TypeDatabase && res.Type != inventory.TypeDirectory {
-			return nil, fail("resource %q is a %s", uid, res.Type)
-		}
-		p.Resource = res
-		p.records[res.UID] = res
-	}
-
-	p.Policy = Policy{
-		RollbackOnPasswordFail:     p.lookupSwitch(LabelRollbackOnPasswordFail, true),
-		RollbackOnPostRotationFail: p.lookupSwitch(LabelRollbackOnPostRotationFail, false),
-		RerunOnPostRotationFail:    p.lookupSwitch(LabelRerunOnPostRotationFail, false),
-	}
-	if rot := user.Rotation; rot.Type == inventory.RotationGeneral && !user.NOOP() {
-		step, err := p.rotationStep(inv, cfg.Gateway)
-		if err != nil {
-			p.unsupported = err
-		} else {
-			p.Steps = append(p.Steps, step)
-		}
-	}
-
-	add := func(phase Phase, rec *inventory.Record, host, runner, target string) error {
-		for _, s := range rec.Scripts {
-			for _, uid := range s.Records {
-				r, ok := inv.Record(uid)
-				if !ok {
-					return fail("script %s of %q: no additional record %q", s.Name, rec.UID, uid)
-				}
-				p.records[uid] = r
-			}
-			runner, target := runner, target
-			if s.HTTP != nil {
-				runner, target = RunnerHTTP, ""
-			}
-			p.Steps = append(p.Steps, Step{
-				Index:      len(p.Steps) + 1,
-				Phase:      phase,
-				RecordUID:  rec.UID,
-				Script:     s,
-				Host:       host,
-				Runner:     runner,
-				Target:     target,
-				Additional: slices.Clone(s.Records),
-			})
-		}
+// findResource sets the resource of the rotation, if it names one: a
+// pamMachine, pamDatabase or pamDirectory.
+func (p *Plan) findResource(inv *inventory.Inventory) error {
+	uid := p.User.Rotation.Resource
+	if uid == "" {
 		return nil
 	}
-	if err := add(PhaseUser, user, cfg.Gateway, RunnerLocal, ""); err != nil {
-		return nil, err
+	res, ok := inv.Record(uid)
+	if !ok {
+		return p.invalidf("no resource record %q", uid)
+	}
+	if res.Type != inventory.TypeMachine && res.Type != inventory.TypeDatabase && res.Type != inventory.TypeDirectory {
+		return p.invalidf("resource %q is a %s", uid, res.Type)
+	}
+	p.Resource = res
+	p.records[res.UID] = res
+	return nil
+}
+
+// planScripts adds the scripts' steps, after the built-in rotation: the
+// user's, then the resource's, then the configuration's.
+func (p *Plan) planScripts(inv *inventory.Inventory) error {
+	onGateway := runsOn{host: p.Configuration.Gateway, runner: RunnerLocal}
+	if err := p.addScripts(inv, PhaseUser, p.User, onGateway); err != nil {
+		return err
 	}
 	if res := p.Resource; res != nil && len(res.Scripts) > 0 {
-		host, runner, target := cfg.Gateway, RunnerLocal, ""
-		if res.Type == inventory.TypeMachine {
-			switch c := res.Connection; {
-			case res.Worker != "":
-				host = res.Worker
-			case c != nil && (c.Protocol == RunnerSSH || c.Protocol == RunnerWinRM):
-				runner, target = c.Protocol, res.UID
-				if admin, ok := inv.Record(c.Admin); ok {
-					p.records[admin.UID] = admin
-				}
-			default:
-				return nil, fail("machine %q has scripts but neither a worker nor a connection", res.UID)
+		where, err := p.resourceRunner(inv)
+		if err != nil {
+			return err
+		}
+		if err := p.addScripts(inv, PhaseResource, res, where); err != nil {
+			return err
+		}
+	}
+	return p.addScripts(inv, PhaseConfiguration, p.Configuration, onGateway)
+}
+
+// runsOn is where a step runs: the worker on host runs it with runner, on
+// the machine target for the ssh and winrm runners.
+type runsOn struct {
+	host, runner, target string
+}
+
+// resourceRunner returns where the resource's scripts run: on the gateway,
+// on a machine's worker, or from the gateway over a machine's ssh or winrm
+// connection.
+func (p *Plan) resourceRunner(inv *inventory.Inventory) (runsOn, error) {
+	res := p.Resource
+	where := runsOn{host: p.Configuration.Gateway, runner: RunnerLocal}
+	if res.Type != inventory.TypeMachine {
+		return where, nil
+	}
+	switch c := res.Connection; {
+	case res.Worker != "":
+		where.host = res.Worker
+	case c != nil && (c.Protocol == RunnerSSH || c.Protocol == RunnerWinRM):
+		where.runner, where.target = c.Protocol, res.UID
+		p.addAdmin(inv, c)
+	default:
+		return runsOn{}, p.invalidf("machine %q has scripts but neither a worker nor a connection", res.UID)
+	}
+	return where, nil
+}
+
+// addScripts adds a step per script of rec, in phase, run where says (an
+// http attachment is sent by the worker on its host), with the script's
+// additional records.
+func (p *Plan) addScripts(inv *inventory.Inventory, phase Phase, rec *inventory.Record, where runsOn) error {
+	for _, s := range rec.Scripts {
+		for _, uid := range s.Records {
+			r, ok := inv.Record(uid)
+			if !ok {
+				return p.invalidf("script %s of %q: no additional record %q", s.Name, rec.UID, uid)
 			}
+			p.records[uid] = r
 		}
-		if err := add(PhaseResource, res, host, runner, target); err != nil {
-			return nil, err
+		runner, target := where.runner, where.target
+		if s.HTTP != nil {
+			runner, target = RunnerHTTP, ""
 		}
+		p.Steps = append(p.Steps, Step{
+			Index:      len(p.Steps) + 1,
+			Phase:      phase,
+			RecordUID:  rec.UID,
+			Script:     s,
+			Host:       where.host,
+			Runner:     runner,
+			Target:     target,
+			Additional: slices.Clone(s.Records),
+		})
 	}
-	if err := add(PhaseConfiguration, cfg, cfg.Gateway, RunnerLocal, ""); err != nil {
-		return nil, err
+	return nil
+}
+
+// addAdmin adds the record of the admin credential of connection c, when
+// the inventory has it.
+func (p *Plan) addAdmin(inv *inventory.Inventory, c *inventory.Connection) {
+	if admin, ok := inv.Record(c.Admin); ok {
+		p.records[admin.UID] = admin
 	}
-	return p, nil
 }
 
 // Record returns a record the plan refers to: the user, its resource and
@@ -377,26 +442,11 @@ func (p *Plan) rotationStep(inv *inventory.Inventory, gateway string) (Step, err
 		return Step{}, fmt.Errorf("a general rotation needs a resource: %w", ErrNotSupported)
 	}
 	step := Step{Index: 1, Phase: PhaseRotation, RecordUID: p.User.UID, Host: gateway, Runner: RunnerRotate, Rotation: &Rotation{}}
-	c := res.Connection
-	switch {
-	case res.Type == inventory.TypeMachine && res.Worker != "":
-		step.Host, step.Rotation.Kind = res.Worker, RotateLinux
-	case res.Type == inventory.TypeMachine && c != nil && c.Protocol == inventory.ProtocolSSH:
-		step.Target, step.Rotation.Kind = res.UID, RotateLinux
-	case res.Type == inventory.TypeDatabase && c != nil && c.Protocol == inventory.ProtocolPostgreSQL:
-		step.Target, step.Rotation.Kind = res.UID, RotatePostgreSQL
-		step.Rotation.Database, step.Rotation.SSLMode = c.Database, c.SSLMode
-	case res.Type == inventory.TypeMachine && c != nil && c.Protocol == inventory.ProtocolWinRM:
-		return Step{}, fmt.Errorf("built-in rotation of a Windows account over winrm on %s is %w yet: use scripts_only", res.UID, ErrNotSupported)
-	case res.Type == inventory.TypeDatabase:
-		return Step{}, fmt.Errorf("built-in rotation on database %s needs connection: {protocol: postgresql, ...} (the only database type supported): %w", res.UID, ErrNotSupported)
-	default:
-		return Step{}, fmt.Errorf("no built-in rotator for a %s (%s): %w", res.Type, res.UID, ErrNotSupported)
+	if err := chooseRotator(res, &step); err != nil {
+		return Step{}, err
 	}
 	if step.Target != "" {
-		if admin, ok := inv.Record(c.Admin); ok {
-			p.records[admin.UID] = admin
-		}
+		p.addAdmin(inv, res.Connection)
 	}
 	login := p.User.Login()
 	if login == "" {
@@ -411,6 +461,29 @@ func (p *Plan) rotationStep(inv *inventory.Inventory, gateway string) (Step, err
 		RetryOnInterrupt: true,
 	}
 	return step, nil
+}
+
+// chooseRotator sets the built-in rotator of step for the resource res
+// (Rotation) and where it runs (Host, or Target reached from the gateway).
+// Its error wraps ErrNotSupported.
+func chooseRotator(res *inventory.Record, step *Step) error {
+	c := res.Connection
+	switch {
+	case res.Type == inventory.TypeMachine && res.Worker != "":
+		step.Host, step.Rotation.Kind = res.Worker, RotateLinux
+	case res.Type == inventory.TypeMachine && c != nil && c.Protocol == inventory.ProtocolSSH:
+		step.Target, step.Rotation.Kind = res.UID, RotateLinux
+	case res.Type == inventory.TypeDatabase && c != nil && c.Protocol == inventory.ProtocolPostgreSQL:
+		step.Target, step.Rotation.Kind = res.UID, RotatePostgreSQL
+		step.Rotation.Database, step.Rotation.SSLMode = c.Database, c.SSLMode
+	case res.Type == inventory.TypeMachine && c != nil && c.Protocol == inventory.ProtocolWinRM:
+		return fmt.Errorf("built-in rotation of a Windows account over winrm on %s is %w yet: use scripts_only", res.UID, ErrNotSupported)
+	case res.Type == inventory.TypeDatabase:
+		return fmt.Errorf("built-in rotation on database %s needs connection: {protocol: postgresql, ...} (the only database type supported): %w", res.UID, ErrNotSupported)
+	default:
+		return fmt.Errorf("no built-in rotator for a %s (%s): %w", res.Type, res.UID, ErrNotSupported)
+	}
+	return nil
 }
 
 // RotationStep returns the planned built-in rotation step, if any.

@@ -74,84 +74,88 @@ type stepWant struct {
 	target string
 }
 
+// orderCase is the steps and hosts planned for a user of fleet.
+type orderCase struct {
+	user  string
+	steps []stepWant
+	hosts []string
+}
+
+var orderCases = []orderCase{
+	{
+		user: "u-worker",
+		steps: []stepWant{
+			{PhaseRotation, "u-worker", "rotate-linux", "host-m", RunnerRotate, ""},
+			{PhaseUser, "u-worker", "u-1.sh", "gw-1", RunnerLocal, ""},
+			{PhaseUser, "u-worker", "u-2.sh", "gw-1", RunnerLocal, ""},
+			{PhaseResource, "m-worker", "m-1.sh", "host-m", RunnerLocal, ""},
+			{PhaseResource, "m-worker", "m-2.sh", "host-m", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
+		},
+		hosts: []string{"host-m", "gw-1"},
+	},
+	{
+		user: "u-ssh",
+		steps: []stepWant{
+			{PhaseRotation, "u-ssh", "rotate-linux", "gw-1", RunnerRotate, "m-ssh"},
+			{PhaseResource, "m-ssh", "ssh.sh", "gw-1", RunnerSSH, "m-ssh"},
+			{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
+		},
+		hosts: []string{"gw-1"},
+	},
+	{
+		user: "u-winrm",
+		steps: []stepWant{
+			{PhaseUser, "u-winrm", "u.sh", "gw-1", RunnerLocal, ""},
+			{PhaseResource, "m-winrm", "win.ps1", "gw-1", RunnerWinRM, "m-winrm"},
+			{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
+		},
+		hosts: []string{"gw-1"},
+	},
+	{
+		user: "u-db",
+		steps: []stepWant{
+			{PhaseUser, "u-db", "u.sh", "gw-1", RunnerLocal, ""},
+			{PhaseResource, "db", "db.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
+		},
+		hosts: []string{"gw-1"},
+	},
+	{
+		user: "u-dir",
+		steps: []stepWant{
+			{PhaseResource, "dir", "dir.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
+		},
+		hosts: []string{"gw-1"},
+	},
+	{
+		user: "u-empty", // a machine without scripts needs no worker
+		steps: []stepWant{
+			{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
+		},
+		hosts: []string{"gw-1"},
+	},
+	{
+		user: "u-none", // no resource
+		steps: []stepWant{
+			{PhaseUser, "u-none", "x.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
+			{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
+		},
+		hosts: []string{"gw-1"},
+	},
+}
+
 func TestNewOrderAndHosts(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		user  string
-		steps []stepWant
-		hosts []string
-	}{
-		{
-			user: "u-worker",
-			steps: []stepWant{
-				{PhaseRotation, "u-worker", "rotate-linux", "host-m", RunnerRotate, ""},
-				{PhaseUser, "u-worker", "u-1.sh", "gw-1", RunnerLocal, ""},
-				{PhaseUser, "u-worker", "u-2.sh", "gw-1", RunnerLocal, ""},
-				{PhaseResource, "m-worker", "m-1.sh", "host-m", RunnerLocal, ""},
-				{PhaseResource, "m-worker", "m-2.sh", "host-m", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
-			},
-			hosts: []string{"host-m", "gw-1"},
-		},
-		{
-			user: "u-ssh",
-			steps: []stepWant{
-				{PhaseRotation, "u-ssh", "rotate-linux", "gw-1", RunnerRotate, "m-ssh"},
-				{PhaseResource, "m-ssh", "ssh.sh", "gw-1", RunnerSSH, "m-ssh"},
-				{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
-			},
-			hosts: []string{"gw-1"},
-		},
-		{
-			user: "u-winrm",
-			steps: []stepWant{
-				{PhaseUser, "u-winrm", "u.sh", "gw-1", RunnerLocal, ""},
-				{PhaseResource, "m-winrm", "win.ps1", "gw-1", RunnerWinRM, "m-winrm"},
-				{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
-			},
-			hosts: []string{"gw-1"},
-		},
-		{
-			user: "u-db",
-			steps: []stepWant{
-				{PhaseUser, "u-db", "u.sh", "gw-1", RunnerLocal, ""},
-				{PhaseResource, "db", "db.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
-			},
-			hosts: []string{"gw-1"},
-		},
-		{
-			user: "u-dir",
-			steps: []stepWant{
-				{PhaseResource, "dir", "dir.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
-			},
-			hosts: []string{"gw-1"},
-		},
-		{
-			user: "u-empty", // a machine without scripts needs no worker
-			steps: []stepWant{
-				{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
-			},
-			hosts: []string{"gw-1"},
-		},
-		{
-			user: "u-none", // no resource
-			steps: []stepWant{
-				{PhaseUser, "u-none", "x.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-1.sh", "gw-1", RunnerLocal, ""},
-				{PhaseConfiguration, "cfg", "cfg-2.sh", "gw-1", RunnerLocal, ""},
-			},
-			hosts: []string{"gw-1"},
-		},
-	}
-	for _, tt := range tests {
+	for _, tt := range orderCases {
 		t.Run(tt.user, func(t *testing.T) {
 			t.Parallel()
 			p, err := New(fleet(), tt.user)
@@ -256,16 +260,7 @@ func TestInput(t *testing.T) {
 		t.Fatalf("Additional = %q", first.Additional)
 	}
 	in := p.Input(first, "new-pw", "u-creds-old")
-	if in.Configuration == nil || in.Configuration.UID != "cfg" || in.Resource == nil || in.Resource.UID != "db" || in.User.UID != "u-creds" {
-		t.Fatalf("Input records = %+v", in)
-	}
-	var extra []string
-	for _, r := range in.Additional {
-		extra = append(extra, r.UID)
-	}
-	if !slices.Equal(extra, []string{"cred-b", "cred-a"}) {
-		t.Fatalf("Additional records = %q, want in attachment order", extra)
-	}
+	checkInputRecords(t, in)
 	if in.NewPassword != "new-pw" || in.OldPassword != "u-creds-old" || in.Login != "u-creds-login" {
 		t.Fatalf("Input passwords/login = %q %q %q", in.NewPassword, in.OldPassword, in.Login)
 	}
@@ -283,6 +278,23 @@ func TestInput(t *testing.T) {
 	}
 	if in := pn.Input(pn.Steps[0], "n", ""); in.Resource != nil {
 		t.Fatalf("Resource = %+v, want nil", in.Resource)
+	}
+}
+
+// checkInputRecords checks the records of u-creds' first step's input:
+// configuration, resource, user, and the additional records in the order
+// the attachment lists them.
+func checkInputRecords(t *testing.T, in payload.Input) {
+	t.Helper()
+	if in.Configuration == nil || in.Configuration.UID != "cfg" || in.Resource == nil || in.Resource.UID != "db" || in.User.UID != "u-creds" {
+		t.Fatalf("Input records = %+v", in)
+	}
+	var extra []string
+	for _, r := range in.Additional {
+		extra = append(extra, r.UID)
+	}
+	if !slices.Equal(extra, []string{"cred-b", "cred-a"}) {
+		t.Fatalf("Additional records = %q, want in attachment order", extra)
 	}
 }
 

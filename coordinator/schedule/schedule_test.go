@@ -393,20 +393,37 @@ func TestTwoSchedulersFireEachSlotOnce(t *testing.T) {
 	e.clock.RunUntil(t, end)
 
 	got := e.fires.take()
+	checkFiredBy(t, got, leader.name, follower.name, expires)
+	slices.SortStableFunc(got, func(x, y fired) int {
+		return cmp.Or(strings.Compare(x.user, y.user), x.slot.Compare(y.slot))
+	})
+	want, lateFires := eachSlotOnce(jobs, start, end, crashAt, expires)
+	if lateFires == 0 {
+		t.Fatal("no slot falls between the crash and the takeover: the test proves less than it should")
+	}
+	checkFires(t, got, want...)
+	t.Logf("%d slots fired once each, %d of them late after the takeover", len(want), lateFires)
+}
+
+// checkFiredBy checks that the fires before the lease expired were the old
+// leader's, and the others the follower's.
+func checkFiredBy(t *testing.T, got []fired, leader, follower string, expires time.Time) {
+	t.Helper()
 	for _, f := range got {
-		want := follower.name
+		want := follower
 		if f.at.Before(expires) {
-			want = leader.name
+			want = leader
 		}
 		if f.holder != want {
 			t.Errorf("%s fired by %s; want %s", f, f.holder, want)
 		}
 	}
-	slices.SortStableFunc(got, func(x, y fired) int {
-		return cmp.Or(strings.Compare(x.user, y.user), x.slot.Compare(y.slot))
-	})
-	var want []fired
-	lateFires := 0
+}
+
+// eachSlotOnce returns the fires of every slot of jobs from start to end,
+// by user then slot, each once: on time, or when the lease expires for a
+// slot between the leader's crash and then (lateFires counts those).
+func eachSlotOnce(jobs []Job, start, end, crashAt, expires time.Time) (want []fired, lateFires int) {
 	for _, j := range jobs {
 		for slot := j.Schedule.Next(start); !slot.IsZero() && !slot.After(end); slot = j.Schedule.Next(slot) {
 			when := slot
@@ -417,11 +434,7 @@ func TestTwoSchedulersFireEachSlotOnce(t *testing.T) {
 			want = append(want, late(j.User, slot, when))
 		}
 	}
-	if lateFires == 0 {
-		t.Fatal("no slot falls between the crash and the takeover: the test proves less than it should")
-	}
-	checkFires(t, got, want...)
-	t.Logf("%d slots fired once each, %d of them late after the takeover", len(want), lateFires)
+	return want, lateFires
 }
 
 func TestStopHandsOverLease(t *testing.T) {

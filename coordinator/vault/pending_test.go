@@ -13,14 +13,26 @@ func TestPending(t *testing.T) {
 	t.Parallel()
 	s, _, _ := setup(t, Options{HistoryLimit: 2})
 	apply(t, s, testInventory(t, "Inv-Pw-0", "Rotate"), ApplyOptions{})
-	ctx := t.Context()
-	pending := func(uid string) *Version { return get(t, s, uid).Pending }
+	pendingCommitted(t, s)
+	pendingKeptUncommitted(t, s)
+	pendingDropped(t, s)
+	pendingLeftBehind(t, s)
+	if err := s.SetPending(t.Context(), "nope", "x", "rot-x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("pending of unknown record: %v", err)
+	}
+}
 
-	// Committed: pending becomes current.
+// pending returns the pending password of uid.
+func pending(t *testing.T, s *Store, uid string) *Version { return get(t, s, uid).Pending }
+
+// pendingCommitted: a committed pending password becomes current.
+func pendingCommitted(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := t.Context()
 	if err := s.SetPending(ctx, "svc-user", "Pw-1", "rot-1"); err != nil {
 		t.Fatal(err)
 	}
-	if p := pending("svc-user"); p == nil || p.Password != "Pw-1" || p.RotationID != "rot-1" || p.Source != SourcePending {
+	if p := pending(t, s, "svc-user"); p == nil || p.Password != "Pw-1" || p.RotationID != "rot-1" || p.Source != SourcePending {
 		t.Fatalf("pending = %+v", p)
 	}
 	if err := s.SetPending(ctx, "svc-user", "Pw-1", "rot-1"); err != nil {
@@ -33,9 +45,13 @@ func TestPending(t *testing.T) {
 	if e := get(t, s, "svc-user"); e.Pending != nil || e.Password() != "Pw-1" {
 		t.Fatalf("after commit: pending %+v, password %q", e.Pending, e.Password())
 	}
+}
 
-	// Not committed, sent: pending moves to the history as uncommitted;
-	// the current password stays.
+// pendingKeptUncommitted: not committed but sent, pending moves to the
+// history as uncommitted; the current password stays.
+func pendingKeptUncommitted(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := t.Context()
 	if err := s.SetPending(ctx, "svc-user", "Pw-2", "rot-2"); err != nil {
 		t.Fatal(err)
 	}
@@ -48,11 +64,16 @@ func TestPending(t *testing.T) {
 		t.Fatalf("after keep: %+v", e)
 	}
 	// A resumed rotation whose end was stored does not become pending again.
-	if err := s.SetPending(ctx, "svc-user", "Pw-2", "rot-2"); err != nil || pending("svc-user") != nil {
-		t.Fatalf("set pending of a settled rotation: %v, pending %+v", err, pending("svc-user"))
+	if err := s.SetPending(ctx, "svc-user", "Pw-2", "rot-2"); err != nil || pending(t, s, "svc-user") != nil {
+		t.Fatalf("set pending of a settled rotation: %v, pending %+v", err, pending(t, s, "svc-user"))
 	}
+}
 
-	// Nothing sent: pending dropped, nothing else changes.
+// pendingDropped: nothing sent, pending is dropped and nothing else
+// changes.
+func pendingDropped(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := t.Context()
 	if err := s.SetPending(ctx, "svc-user", "Pw-3", "rot-3"); err != nil {
 		t.Fatal(err)
 	}
@@ -62,25 +83,25 @@ func TestPending(t *testing.T) {
 	if e := get(t, s, "svc-user"); e.Pending != nil || slices.ContainsFunc(e.History, func(v Version) bool { return v.Password == "Pw-3" }) {
 		t.Fatalf("after drop: %+v", e)
 	}
+}
 
-	// A pending password a rotation left behind is never dropped by the
-	// next one: it moves to the history as uncommitted.
+// pendingLeftBehind: a pending password a rotation left behind is never
+// dropped by the next one: it moves to the history as uncommitted.
+func pendingLeftBehind(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := t.Context()
 	if err := s.SetPending(ctx, "svc-user", "Pw-4", "rot-4"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.SetPending(ctx, "svc-user", "Pw-5", "rot-5"); err != nil {
 		t.Fatal(err)
 	}
-	e = get(t, s, "svc-user")
+	e := get(t, s, "svc-user")
 	if e.Pending.Password != "Pw-5" || e.History[0].Password != "Pw-4" || e.History[0].Source != SourceUncommitted {
 		t.Fatalf("pending replaced: %+v", e)
 	}
-	if err := s.DropPending(ctx, "svc-user", "rot-4"); err != nil || pending("svc-user").Password != "Pw-5" {
+	if err := s.DropPending(ctx, "svc-user", "rot-4"); err != nil || pending(t, s, "svc-user").Password != "Pw-5" {
 		t.Fatalf("drop of another rotation touched the pending one: %v", err)
-	}
-
-	if err := s.SetPending(ctx, "nope", "x", "rot-x"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("pending of unknown record: %v", err)
 	}
 }
 

@@ -186,6 +186,16 @@ func TestApplyGetList(t *testing.T) {
 		t.Fatalf("record without password: %+v", e)
 	}
 
+	checkListAndGet(t, s)
+
+	// Applying the same inventory (loaded again) changes nothing.
+	wantReport(t, apply(t, s, testInventory(t, "Inv-Pw-0", "Rotate"), ApplyOptions{}), ApplyReport{Unchanged: allUIDs})
+}
+
+// checkListAndGet checks that List gives every record of testInventory by
+// uid, and that Get knows no other uid.
+func checkListAndGet(t *testing.T, s *Store) {
+	t.Helper()
 	list, err := s.List(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -204,9 +214,6 @@ func TestApplyGetList(t *testing.T) {
 	if _, err := s.Get(t.Context(), ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get empty uid: err = %v", err)
 	}
-
-	// Applying the same inventory (loaded again) changes nothing.
-	wantReport(t, apply(t, s, testInventory(t, "Inv-Pw-0", "Rotate"), ApplyOptions{}), ApplyReport{Unchanged: allUIDs})
 }
 
 func TestApplyUpdates(t *testing.T) {
@@ -245,7 +252,14 @@ func TestCommitKeepsRotatedPassword(t *testing.T) {
 		!slices.Equal(passwords(user.History), []string{"Inv-Pw-0"}) || user.History[0].Source != SourceInventory {
 		t.Fatalf("after commit: %+v", user)
 	}
+	rotatedKeptFromInventory(t, s)
+	rotatedReplacedByForce(t, s)
+}
 
+// rotatedKeptFromInventory: applying the inventory again, edited or not,
+// does not take svc-user's rotated password back.
+func rotatedKeptFromInventory(t *testing.T, s *Store) {
+	t.Helper()
 	// The unchanged inventory does not bring the old password back, and
 	// there is nothing to report.
 	others := []string{"cfg", "no-password", "web-01"}
@@ -266,16 +280,22 @@ func TestCommitKeepsRotatedPassword(t *testing.T) {
 	// kept.
 	wantReport(t, apply(t, s, testInventory(t, "Edited-Pw", "Rotate v2"), ApplyOptions{}),
 		ApplyReport{Updated: []string{"svc-user"}, Unchanged: others, KeptRotated: []string{"svc-user"}})
-	user = get(t, s, "svc-user")
+	user := get(t, s, "svc-user")
 	if user.Password() != "Rotated-Pw-1" || user.Record.Password() != "Rotated-Pw-1" || user.InventoryPassword != "Inv-Pw-0" ||
 		user.Source != SourceRotation || user.Record.Scripts[0].Title != "Rotate v2" {
 		t.Fatalf("after edited apply: %+v", user)
 	}
+}
 
+// rotatedReplacedByForce: Force takes svc-user's edited inventory
+// password, and the inventory governs the password again.
+func rotatedReplacedByForce(t *testing.T, s *Store) {
+	t.Helper()
 	// Force takes the edited password; the rotated one goes to history.
+	others := []string{"cfg", "no-password", "web-01"}
 	wantReport(t, apply(t, s, testInventory(t, "Edited-Pw", "Rotate v2"), ApplyOptions{Force: true}),
 		ApplyReport{Updated: []string{"svc-user"}, Unchanged: others, Forced: []string{"svc-user"}})
-	user = get(t, s, "svc-user")
+	user := get(t, s, "svc-user")
 	if user.Password() != "Edited-Pw" || user.Record.Password() != "Edited-Pw" || user.Source != SourceInventory ||
 		user.Current.Source != SourceForced || user.InventoryPassword != "Edited-Pw" ||
 		!slices.Equal(passwords(user.History), []string{"Rotated-Pw-1", "Inv-Pw-0"}) ||
@@ -456,18 +476,8 @@ func TestOverlay(t *testing.T) {
 // them: what the copy shares with the original would change there too.
 func scribble(v reflect.Value) {
 	switch v.Kind() {
-	case reflect.String:
-		if v.CanSet() {
-			v.SetString(v.String() + "!")
-		}
-	case reflect.Uint8:
-		if v.CanSet() {
-			v.SetUint(v.Uint() ^ 0xff)
-		}
-	case reflect.Int, reflect.Int64:
-		if v.CanSet() {
-			v.SetInt(v.Int() + 1)
-		}
+	case reflect.String, reflect.Uint8, reflect.Int, reflect.Int64:
+		scribbleScalar(v)
 	case reflect.Pointer:
 		if !v.IsNil() {
 			scribble(v.Elem())
@@ -477,20 +487,7 @@ func scribble(v reflect.Value) {
 			scribble(v.Index(i))
 		}
 	case reflect.Map:
-		for _, k := range v.MapKeys() {
-			e := v.MapIndex(k)
-			c := reflect.New(e.Type()).Elem()
-			c.Set(e)
-			if c.Kind() == reflect.Interface && !c.IsNil() {
-				inner := reflect.New(c.Elem().Type()).Elem()
-				inner.Set(c.Elem())
-				scribble(inner)
-				c.Set(inner)
-			} else {
-				scribble(c)
-			}
-			v.SetMapIndex(k, c)
-		}
+		scribbleMap(v)
 	case reflect.Struct:
 		for i := range v.NumField() {
 			if v.Type().Field(i).IsExported() {
@@ -498,18 +495,59 @@ func scribble(v reflect.Value) {
 			}
 		}
 	case reflect.Interface:
-		if v.IsNil() {
-			return
-		}
-		inner := reflect.New(v.Elem().Type()).Elem()
-		inner.Set(v.Elem())
-		switch inner.Kind() {
-		case reflect.Slice, reflect.Map:
-			scribble(inner) // shares the backing array or map
-		default:
+		scribbleInterface(v)
+	}
+}
+
+// scribbleScalar changes a settable string, byte or integer.
+func scribbleScalar(v reflect.Value) {
+	if !v.CanSet() {
+		return
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(v.String() + "!")
+	case reflect.Uint8:
+		v.SetUint(v.Uint() ^ 0xff)
+	case reflect.Int, reflect.Int64:
+		v.SetInt(v.Int() + 1)
+	}
+}
+
+// scribbleMap changes each value of a map (map values cannot be set in
+// place: each is copied, changed and stored back).
+func scribbleMap(v reflect.Value) {
+	for _, k := range v.MapKeys() {
+		e := v.MapIndex(k)
+		c := reflect.New(e.Type()).Elem()
+		c.Set(e)
+		if c.Kind() == reflect.Interface && !c.IsNil() {
+			inner := reflect.New(c.Elem().Type()).Elem()
+			inner.Set(c.Elem())
 			scribble(inner)
-			v.Set(inner)
+			c.Set(inner)
+		} else {
+			scribble(c)
 		}
+		v.SetMapIndex(k, c)
+	}
+}
+
+// scribbleInterface changes the value an interface holds: a slice or map
+// in place (it shares its backing array or map), anything else through a
+// copy stored back.
+func scribbleInterface(v reflect.Value) {
+	if v.IsNil() {
+		return
+	}
+	inner := reflect.New(v.Elem().Type()).Elem()
+	inner.Set(v.Elem())
+	switch inner.Kind() {
+	case reflect.Slice, reflect.Map:
+		scribble(inner) // shares the backing array or map
+	default:
+		scribble(inner)
+		v.Set(inner)
 	}
 }
 

@@ -112,40 +112,51 @@ func (w *wireValue) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, &j); err != nil {
 		return err
 	}
+	if j.keys() != 1 {
+		return errValueShape
+	}
+	w.v = j.value()
+	return nil
+}
+
+// keys returns how many of the type keys are set.
+func (j *wireValueJSON) keys() int {
 	n := 0
 	for _, set := range []bool{j.S != nil, j.B != nil, j.I != nil, j.I64 != nil, j.U64 != nil, j.F != nil, j.L != nil, j.M != nil} {
 		if set {
 			n++
 		}
 	}
-	if n != 1 {
-		return errValueShape
-	}
+	return n
+}
+
+// value returns the value of the first type key set.
+func (j *wireValueJSON) value() any {
 	switch {
 	case j.S != nil:
-		w.v = *j.S
+		return *j.S
 	case j.B != nil:
-		w.v = *j.B
+		return *j.B
 	case j.I != nil:
-		w.v = *j.I
+		return *j.I
 	case j.I64 != nil:
-		w.v = *j.I64
+		return *j.I64
 	case j.U64 != nil:
-		w.v = *j.U64
+		return *j.U64
 	case j.F != nil:
-		w.v = *j.F
+		return *j.F
 	case j.L != nil:
 		l := make([]any, len(*j.L))
 		for i, item := range *j.L {
 			l[i] = item.v
 		}
-		w.v = l
+		return l
 	case j.M != nil:
 		m := make(map[string]any, len(*j.M))
 		for k, item := range *j.M {
 			m[k] = item.v
 		}
-		w.v = m
+		return m
 	}
 	return nil
 }
