@@ -86,8 +86,9 @@ test-unit: lint ## Run every test but the container suite (race detector on), af
 test-short: ## Run the tests without the race detector and the lint
 	$(GO) test -count=1 $(PKGS)
 
-lint: ## gofmt, go vet (Linux and Windows), staticcheck
+lint: ## gofmt, go vet (Linux and Windows), staticcheck, the coordinator's layering (.ci/layers)
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	.ci/layers
 	$(GO) vet $(PKGS)
 	GOOS=windows $(GO) vet ./executor/... ./worker/... ./payload/... ./messages/...
 	$(GO) run $(STATICCHECK) $(PKGS)

@@ -36,7 +36,6 @@ func newClient(base, tokenFile string) (*apiClient, error) {
 // rotateRemote starts a rotation on a running server and, with wait,
 // follows it to its end.
 func rotateRemote(ctx context.Context, g *globals, c *apiClient, user string, asJSON, verbose, wait bool, timeout time.Duration) error {
-	base := c.base
 	body, _ := json.Marshal(server.RotateRequest{User: user})
 	var run runs.Run
 	status, err := c.call(ctx, http.MethodPost, "/v1/rotations", body, &run)
@@ -46,37 +45,48 @@ func rotateRemote(ctx context.Context, g *globals, c *apiClient, user string, as
 	case err != nil:
 		return &exitError{ExitFailed, err}
 	}
-	if !wait {
-		if asJSON {
-			return json.NewEncoder(g.stdout).Encode(run)
-		}
-		fmt.Fprintf(g.stdout, "rotation %s started for %s (%d steps); follow it with: GET %s/v1/rotations/%s\n",
-			run.ID, run.User, len(run.Steps), base, run.ID)
-		return nil
+	if wait {
+		return c.follow(ctx, g, run.ID, asJSON, verbose, timeout)
 	}
+	if asJSON {
+		return json.NewEncoder(g.stdout).Encode(run)
+	}
+	fmt.Fprintf(g.stdout, "rotation %s started for %s (%d steps); follow it with: GET %s/v1/rotations/%s\n",
+		run.ID, run.User, len(run.Steps), c.base, run.ID)
+	return nil
+}
+
+// follow polls run id until it is finished, then reports its outcome; it
+// gives up after timeout.
+func (c *apiClient) follow(ctx context.Context, g *globals, id string, asJSON, verbose bool, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		var v rotation.View
-		if _, err := c.call(ctx, http.MethodGet, "/v1/rotations/"+run.ID, nil, &v); err != nil && ctx.Err() == nil {
+		if _, err := c.call(ctx, http.MethodGet, "/v1/rotations/"+id, nil, &v); err != nil && ctx.Err() == nil {
 			fmt.Fprintf(g.stderr, "postrotate: %v (retrying)\n", err)
 		} else if err == nil && v.Finished() {
-			out := rotation.Outcome{RotationID: v.ID, Results: v.Results, Succeeded: v.Succeeded, Failed: v.Failed,
-				Effect: rotation.Effect(v.Effect), Note: v.Note, Unresolved: v.Unresolved}
-			var runErr error
-			if v.Error != "" {
-				runErr = errors.New(v.Error)
-			}
-			return report(g, out, runErr, asJSON, verbose)
+			return reportView(g, v, asJSON, verbose)
 		}
 		select {
 		case <-ctx.Done():
-			return &exitError{ExitFailed, fmt.Errorf("rotation %s: still running after %s (%w)", run.ID, timeout, ctx.Err())}
+			return &exitError{ExitFailed, fmt.Errorf("rotation %s: still running after %s (%w)", id, timeout, ctx.Err())}
 		case <-tick.C:
 		}
 	}
+}
+
+// reportView reports a finished run as a one-shot rotation is reported.
+func reportView(g *globals, v rotation.View, asJSON, verbose bool) error {
+	out := rotation.Outcome{RotationID: v.ID, Results: v.Results, Succeeded: v.Succeeded, Failed: v.Failed,
+		Effect: rotation.Effect(v.Effect), Note: v.Note, Unresolved: v.Unresolved}
+	var runErr error
+	if v.Error != "" {
+		runErr = errors.New(v.Error)
+	}
+	return report(g, out, runErr, asJSON, verbose)
 }
 
 // call does one API request on path; a non-2xx answer's message is
