@@ -217,13 +217,7 @@ func TestRotationWithEnrolledWorkers(t *testing.T) {
 	t.Parallel()
 	sc := startSecured(t, "[{file: u.sh}]")
 	gwCreds, m1Creds := sc.enroll(t, "gw"), sc.enroll(t, "m1")
-	if gwCreds.Credentials.NATS != sc.b.ClientURL() || gwCreds.Replaced || !gwCreds.InInventory ||
-		!strings.Contains(gwCreds.NATSConfig, gwCreds.Worker.UserKey) {
-		t.Fatalf("enrolment %+v", gwCreds)
-	}
-	if err := gwCreds.Credentials.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	checkEnrolment(t, sc, gwCreds)
 	gw, err := connectWorker(t, gwCreds.Credentials)
 	if err != nil {
 		t.Fatal(err)
@@ -235,6 +229,34 @@ func TestRotationWithEnrolledWorkers(t *testing.T) {
 	gw.start(t, gwCreds.Credentials)
 	m1.start(t, m1Creds.Credentials)
 
+	sc.checkRotationOfAlice(t)
+	// Every message the workers sent was within their rights.
+	for name, r := range map[string]*remote{"gw": gw, "m1": m1} {
+		if vs := r.logs.violations(); len(vs) > 0 {
+			t.Errorf("worker %s had permission violations: %v", name, vs)
+		}
+	}
+	checkCannotRunM1(t, gw)
+}
+
+// checkEnrolment checks what enrolling gw answered: credentials for the
+// broker's URL, a first enrolment of a host in the inventory, a NATS
+// config naming its user, and valid credentials.
+func checkEnrolment(t *testing.T, sc *secured, gwCreds identity.Enrolled) {
+	t.Helper()
+	if gwCreds.Credentials.NATS != sc.b.ClientURL() || gwCreds.Replaced || !gwCreds.InInventory ||
+		!strings.Contains(gwCreds.NATSConfig, gwCreds.Worker.UserKey) {
+		t.Fatalf("enrolment %+v", gwCreds)
+	}
+	if err := gwCreds.Credentials.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkRotationOfAlice rotates alice through the API, with the token, and
+// checks that the remote workers ran both her steps.
+func (sc *secured) checkRotationOfAlice(t *testing.T) {
+	t.Helper()
 	var run runs.Run
 	if code := sc.call(t, "POST", "/v1/rotations", `{"user":"alice"}`, &run); code != http.StatusAccepted {
 		t.Fatalf("POST rotation: %d", code)
@@ -246,14 +268,13 @@ func TestRotationWithEnrolledWorkers(t *testing.T) {
 	if v.State != runs.StateCompleted || len(v.Results) != 2 || v.Results[0].Worker != "gw-remote" || v.Results[1].Stdout != "machine\n" {
 		t.Fatalf("rotation %+v", v)
 	}
-	// Every message the workers sent was within their rights.
-	for name, r := range map[string]*remote{"gw": gw, "m1": m1} {
-		if vs := r.logs.violations(); len(vs) > 0 {
-			t.Errorf("worker %s had permission violations: %v", name, vs)
-		}
-	}
+}
 
-	// gw's user cannot run m1: binding m1's consumer is refused.
+// checkCannotRunM1 checks that gw's user cannot run m1: binding m1's
+// consumer is refused, and so is publishing a task for it, each logged as
+// a violation.
+func checkCannotRunM1(t *testing.T, gw *remote) {
+	t.Helper()
 	subj := messages.Subjects{}
 	other, err := worker.New(gw.js, worker.Options{Host: "m1", Name: "thief", Trust: nil})
 	if err != nil {
@@ -288,11 +309,7 @@ func TestReEnrolmentRevokesTheOldUser(t *testing.T) {
 	if !second.Replaced || second.Worker.UserKey == first.Worker.UserKey {
 		t.Fatalf("re-enrolment %+v", second.Worker)
 	}
-	select {
-	case <-old.closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the old user's connection stayed open")
-	}
+	old.waitClosed(t, "the old user's connection stayed open")
 	if _, err := connectWorker(t, first.Credentials); !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("old credentials: %v, want an authorization error", err)
 	}
@@ -304,14 +321,29 @@ func TestReEnrolmentRevokesTheOldUser(t *testing.T) {
 	if code := sc.call(t, "GET", "/v1/workers/enrolled", "", &all); code != http.StatusOK || len(all) != 1 || all[0].UserKey != second.Worker.UserKey {
 		t.Fatalf("enrolled: %d %+v", code, all)
 	}
+	sc.checkRevoke(t, cur)
+}
+
+// waitClosed waits for r's connection to be closed, failing with msg if
+// it stays open.
+func (r *remote) waitClosed(t *testing.T, msg string) {
+	t.Helper()
+	select {
+	case <-r.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal(msg)
+	}
+}
+
+// checkRevoke revokes gw, whose current worker is cur, and checks that
+// cur's connection is closed, that a second revocation finds nothing, and
+// that enrolling an empty host is refused.
+func (sc *secured) checkRevoke(t *testing.T, cur *remote) {
+	t.Helper()
 	if code := sc.call(t, "DELETE", "/v1/workers/enrolled/gw", "", nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE: %d", code)
 	}
-	select {
-	case <-cur.closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the revoked user's connection stayed open")
-	}
+	cur.waitClosed(t, "the revoked user's connection stayed open")
 	if code := sc.call(t, "DELETE", "/v1/workers/enrolled/gw", "", nil); code != http.StatusNotFound {
 		t.Fatalf("second DELETE: %d", code)
 	}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -62,18 +63,40 @@ func BenchmarkRotationsParallel(b *testing.B) {
 	}
 }
 
+// benchRotations is BenchmarkRotationsParallel with k users: each rotates
+// in turn through the HTTP API, the k users at once.
 func benchRotations(b *testing.B, k int) {
+	nc, url := startBenchApp(b, k)
+	c := watchCompletions(b, nc)
+	latencies := make([]time.Duration, b.N)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for u := range k {
+		wg.Go(func() { rotateInTurn(b, url, c, u, k, latencies) })
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	reportRotations(b, elapsed, latencies)
+}
+
+// startBenchApp starts a broker, a coordinator on benchInventory(k), a
+// worker enrolled for each host h<i>, and an HTTP server for the API;
+// it returns the coordinator's connection and the server's URL. The
+// benchmark's cleanup stops them all.
+func startBenchApp(b *testing.B, k int) (*nats.Conn, string) {
 	inv := benchInventory(b, k)
 	br, err := broker.Start(broker.Options{StoreDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer br.Shutdown()
+	b.Cleanup(br.Shutdown)
 	nc, err := br.Connect()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer nc.Close()
+	b.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		b.Fatal(err)
@@ -85,93 +108,110 @@ func benchRotations(b *testing.B, k int) {
 	if err := s.Start(b.Context()); err != nil {
 		b.Fatal(err)
 	}
-	defer s.Stop(b.Context()) //nolint:errcheck
+	b.Cleanup(func() { _ = s.Stop(context.Background()) })
 	for i := range k {
-		en, err := s.Enroller().Enroll(b.Context(), fmt.Sprintf("h%d", i))
-		if err != nil {
-			b.Fatal(err)
-		}
-		trust, err := en.Credentials.Trust()
-		if err != nil {
-			b.Fatal(err)
-		}
-		w, err := worker.New(js, worker.Options{Host: en.Worker.Host, FetchWait: time.Second, Trust: trust})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := w.Start(b.Context()); err != nil {
-			b.Fatal(err)
-		}
-		defer w.Stop(b.Context()) //nolint:errcheck
+		startEnrolledWorker(b, s, js, fmt.Sprintf("h%d", i))
 	}
 	hs := httptest.NewServer(s.Handler())
-	defer hs.Close()
+	b.Cleanup(hs.Close)
+	return nc, hs.URL
+}
 
-	// Completed events tell when a rotation ended.
-	var mu sync.Mutex
-	done := map[string]chan struct{}{}
-	waiter := func(id string) chan struct{} {
-		mu.Lock()
-		defer mu.Unlock()
-		if done[id] == nil {
-			done[id] = make(chan struct{})
-		}
-		return done[id]
+// startEnrolledWorker enrols host with s and starts its worker with the
+// trust it was given; the benchmark's cleanup stops it.
+func startEnrolledWorker(b *testing.B, s *App, js jetstream.JetStream, host string) {
+	en, err := s.Enroller().Enroll(b.Context(), host)
+	if err != nil {
+		b.Fatal(err)
 	}
+	trust, err := en.Credentials.Trust()
+	if err != nil {
+		b.Fatal(err)
+	}
+	w, err := worker.New(js, worker.Options{Host: en.Worker.Host, FetchWait: time.Second, Trust: trust})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = w.Stop(context.Background()) })
+}
+
+// completions tells when a rotation ended, from its completed event.
+type completions struct {
+	mu   sync.Mutex
+	done map[string]chan struct{}
+}
+
+// watchCompletions subscribes to the rotation events until the benchmark
+// ends.
+func watchCompletions(b *testing.B, nc *nats.Conn) *completions {
+	c := &completions{done: map[string]chan struct{}{}}
 	sub, err := nc.Subscribe(messages.Subjects{}.RotationEvent("*"), func(m *nats.Msg) {
 		var ev messages.RotationEvent
 		if json.Unmarshal(m.Data, &ev) == nil && ev.Kind != messages.EventStarted {
-			close(waiter(ev.RotationID))
+			close(c.waiter(ev.RotationID))
 		}
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer sub.Unsubscribe() //nolint:errcheck
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	return c
+}
 
-	rotate := func(user string) string {
-		body, _ := json.Marshal(server.RotateRequest{User: user})
-		resp, err := http.Post(hs.URL+"/v1/rotations", "application/json", bytes.NewReader(body))
-		if err != nil {
-			b.Error(err)
-			return ""
-		}
-		defer resp.Body.Close()
-		var run runs.Run
-		if resp.StatusCode != http.StatusAccepted || json.NewDecoder(resp.Body).Decode(&run) != nil {
-			b.Errorf("POST: %s", resp.Status)
-			return ""
-		}
-		return run.ID
+// waiter returns the channel closed when rotation id ends.
+func (c *completions) waiter(id string) chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done[id] == nil {
+		c.done[id] = make(chan struct{})
 	}
+	return c.done[id]
+}
 
-	latencies := make([]time.Duration, b.N)
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for u := range k {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := u; n < b.N; n += k {
-				t0 := time.Now()
-				id := rotate(fmt.Sprintf("u%d", u))
-				if id == "" {
-					return
-				}
-				select {
-				case <-waiter(id):
-				case <-time.After(time.Minute):
-					b.Errorf("rotation %s did not complete", id)
-					return
-				}
-				latencies[n] = time.Since(t0)
-			}
-		}()
+// rotateInTurn rotates user u<u> for the ops u, u+k, u+2k… below b.N, each
+// as soon as the previous one completed, and records each op's latency
+// from the POST to the completed event.
+func rotateInTurn(b *testing.B, url string, c *completions, u, k int, latencies []time.Duration) {
+	for n := u; n < b.N; n += k {
+		t0 := time.Now()
+		id := postRotation(b, url, fmt.Sprintf("u%d", u))
+		if id == "" {
+			return
+		}
+		select {
+		case <-c.waiter(id):
+		case <-time.After(time.Minute):
+			b.Errorf("rotation %s did not complete", id)
+			return
+		}
+		latencies[n] = time.Since(t0)
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
+}
+
+// postRotation starts the rotation of user through the API at url and
+// returns its id, or "" after reporting the error.
+func postRotation(b *testing.B, url, user string) string {
+	body, _ := json.Marshal(server.RotateRequest{User: user})
+	resp, err := http.Post(url+"/v1/rotations", "application/json", bytes.NewReader(body))
+	if err != nil {
+		b.Error(err)
+		return ""
+	}
+	defer resp.Body.Close()
+	var run runs.Run
+	if resp.StatusCode != http.StatusAccepted || json.NewDecoder(resp.Body).Decode(&run) != nil {
+		b.Errorf("POST: %s", resp.Status)
+		return ""
+	}
+	return run.ID
+}
+
+// reportRotations reports rotations per second and the p50 and p99
+// latencies.
+func reportRotations(b *testing.B, elapsed time.Duration, latencies []time.Duration) {
 	slices.Sort(latencies)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rotations/s")
 	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50_ms")

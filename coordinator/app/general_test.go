@@ -91,13 +91,37 @@ func revealed(t *testing.T, s *App, uid string) server.RecordView {
 // and Rollback On Post Rotation Fail, the old password is set back.
 func TestGeneralRotationLinuxOverSSH(t *testing.T) {
 	t.Parallel()
-	const admin, committed, rolledBack = "postrotate-adm9", "postrotate-rot9", "postrotate-rot8"
-	srv := sshdtest.Start(t, "AllowUsers "+strings.Join([]string{sshdtest.User, admin, committed, rolledBack}, " "))
+	lx := startLinuxOverSSH(t)
+	lx.checkCommitted(t)
+	lx.checkRolledBack(t)
+}
+
+// The Linux accounts of TestGeneralRotationLinuxOverSSH: the machine's
+// admin, one account whose rotation commits, one whose rotation is rolled
+// back.
+const linuxAdmin, linuxCommitted, linuxRolledBack = "postrotate-adm9", "postrotate-rot9", "postrotate-rot8"
+
+// linuxOverSSH is a coordinator and gateway worker rotating the accounts
+// of a real sshd: u-commit (linuxCommitted, its script succeeds) and
+// u-rollback (linuxRolledBack, its script fails, Rollback On Post Rotation
+// Fail), both with password oldPW at first.
+type linuxOverSSH struct {
+	srv   *sshdtest.Server
+	s     *App
+	dir   string // the scripts' tell outputs
+	oldPW string
+}
+
+// startLinuxOverSSH creates the accounts and starts the sshd, the
+// coordinator and its gateway's worker.
+func startLinuxOverSSH(t *testing.T) *linuxOverSSH {
+	t.Helper()
+	srv := sshdtest.Start(t, "AllowUsers "+strings.Join([]string{sshdtest.User, linuxAdmin, linuxCommitted, linuxRolledBack}, " "))
 	adminPW, oldPW := "Adm1n-"+vault.NewKey().String()[:12], "0ld-Linux-"+vault.NewKey().String()[:12]
-	sshdtest.CreateUser(t, admin, adminPW)
-	sshdtest.AllowSudo(t, admin, false)
-	sshdtest.CreateUser(t, committed, oldPW)
-	sshdtest.CreateUser(t, rolledBack, oldPW)
+	sshdtest.CreateUser(t, linuxAdmin, adminPW)
+	sshdtest.AllowSudo(t, linuxAdmin, false)
+	sshdtest.CreateUser(t, linuxCommitted, oldPW)
+	sshdtest.CreateUser(t, linuxRolledBack, oldPW)
 	kh := filepath.Join(t.TempDir(), "known_hosts")
 	if err := os.WriteFile(kh, []byte(srv.KnownHosts()), 0o600); err != nil {
 		t.Fatal(err)
@@ -106,33 +130,43 @@ func TestGeneralRotationLinuxOverSSH(t *testing.T) {
   - uid: m
     type: pamMachine
     connection: {protocol: ssh, host: 127.0.0.1, port: %d, admin: m-admin, known_hosts: %s}
-`, admin, adminPW, srv.Port(), kh) +
-		generalUser("u-commit", committed, oldPW, "m", "") +
-		generalUser("u-rollback", rolledBack, oldPW, "m", rollbackOnScriptFail)
+`, linuxAdmin, adminPW, srv.Port(), kh) +
+		generalUser("u-commit", linuxCommitted, oldPW, "m", "") +
+		generalUser("u-rollback", linuxRolledBack, oldPW, "m", rollbackOnScriptFail)
 	s, dir := generalCase(t, records, map[string]int{"u-commit": 0, "u-rollback": 1})
-	h := s.Handler()
+	return &linuxOverSSH{srv: srv, s: s, dir: dir, oldPW: oldPW}
+}
 
-	v := rotateAndWait(t, h, "u-commit")
+// checkCommitted rotates u-commit and checks that the new password is
+// stored and logs in, and the old one does not.
+func (lx *linuxOverSSH) checkCommitted(t *testing.T) {
+	t.Helper()
+	v := rotateAndWait(t, lx.s.Handler(), "u-commit")
 	if v.Effect != string(rotation.EffectCommitted) || len(v.Results) != 2 || !v.Results[0].Success || v.Results[0].Name != "rotate-linux" {
 		t.Fatalf("rotation: %+v", v)
 	}
-	newPW := newPasswordTold(t, dir, "u-commit")
-	if rec := revealed(t, s, "u-commit"); rec.Password != newPW || rec.History[0].Password != oldPW {
+	newPW := newPasswordTold(t, lx.dir, "u-commit")
+	if rec := revealed(t, lx.s, "u-commit"); rec.Password != newPW || rec.History[0].Password != lx.oldPW {
 		t.Fatalf("record store: password %t, history %+v", rec.Password == newPW, rec.History)
 	}
-	if !srv.CanLogin(t, committed, newPW) || srv.CanLogin(t, committed, oldPW) {
+	if !lx.srv.CanLogin(t, linuxCommitted, newPW) || lx.srv.CanLogin(t, linuxCommitted, lx.oldPW) {
 		t.Fatalf("after the rotation: the new password must log in, the old one must not")
 	}
+}
 
-	v = rotateAndWait(t, h, "u-rollback")
+// checkRolledBack rotates u-rollback, whose script fails, and checks that
+// the old password is set back, logs in and stays in the record store.
+func (lx *linuxOverSSH) checkRolledBack(t *testing.T) {
+	t.Helper()
+	v := rotateAndWait(t, lx.s.Handler(), "u-rollback")
 	if v.Effect != string(rotation.EffectRolledBack) || len(v.Results) != 3 || v.Results[2].Name != "rollback-linux" || !v.Results[2].Success {
 		t.Fatalf("rotation with a failing script: %+v", v)
 	}
-	newPW = newPasswordTold(t, dir, "u-rollback")
-	if !srv.CanLogin(t, rolledBack, oldPW) || srv.CanLogin(t, rolledBack, newPW) {
+	newPW := newPasswordTold(t, lx.dir, "u-rollback")
+	if !lx.srv.CanLogin(t, linuxRolledBack, lx.oldPW) || lx.srv.CanLogin(t, linuxRolledBack, newPW) {
 		t.Fatalf("after the rollback: the old password must log in, the new one must not")
 	}
-	if rec := revealed(t, s, "u-rollback"); rec.Password != oldPW || rec.Source != vault.SourceInventory {
+	if rec := revealed(t, lx.s, "u-rollback"); rec.Password != lx.oldPW || rec.Source != vault.SourceInventory {
 		t.Fatalf("rolled back record: %+v", rec)
 	}
 }

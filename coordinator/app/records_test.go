@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
@@ -61,17 +64,7 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	inv := inventoryFor(t, map[string]string{"chain.py": script}, "[{file: chain.py, command: /usr/bin/python3}]", "[]")
 	js, _ := startBroker(t)
 	key := vault.NewKey()
-	start := func(k vault.Key) (*App, error) {
-		s, err := New(js, Options{Inventory: inv, Key: &k})
-		if err != nil {
-			return nil, err
-		}
-		if err := s.Start(t.Context()); err != nil {
-			return nil, err
-		}
-		t.Cleanup(func() { _ = s.Stop(context.Background()) })
-		return s, nil
-	}
+	start := func(k vault.Key) (*App, error) { return startOnStore(t, js, inv, k) }
 	s, err := start(key)
 	if err != nil {
 		t.Fatal(err)
@@ -80,52 +73,14 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	h := s.Handler()
 
 	first, second := rotateAndWait(t, h, "alice"), rotateAndWait(t, h, "alice")
-	for _, v := range []rotation.View{first, second} {
-		if v.State != runs.StateCompleted || v.Effect != string(rotation.EffectCommitted) {
-			t.Fatalf("rotation %s: %+v", v.ID, v)
-		}
-	}
-	got := rotations(t, log)
-	if len(got) != 2 || got[0][0] != "a-old" || got[1][0] != got[0][1] || got[1][1] == got[0][1] {
-		t.Fatalf("passwords given to the scripts (old new): %q", got)
-	}
-
-	var hiddenView, revealed server.RecordView
-	if code := do(t, h, "GET", "/v1/records/alice", "", &hiddenView); code != http.StatusOK || hiddenView.Password != server.Hidden || hiddenView.Revealed {
-		t.Fatalf("GET record: %d %+v", code, hiddenView)
-	}
-	for _, f := range hiddenView.Fields {
-		if f.Type == "password" && f.Value != server.Hidden {
-			t.Errorf("password field shown without reveal: %+v", f)
-		}
-	}
-	if code := do(t, h, "GET", "/v1/records/alice?reveal=true", "", &revealed); code != http.StatusOK {
-		t.Fatalf("GET record reveal: %d", code)
-	}
-	if revealed.Password != got[1][1] || revealed.Source != vault.SourceRotation || len(revealed.History) != 2 ||
-		revealed.History[0].Password != got[0][1] || revealed.History[0].RotationID != first.ID || revealed.History[1].Password != "a-old" {
-		t.Fatalf("revealed record: %+v", revealed)
-	}
-	if revealed.LastRotation == nil || revealed.LastRotation.ID != second.ID {
-		t.Fatalf("last rotation: %+v", revealed.LastRotation)
-	}
+	got := checkChained(t, log, first, second)
+	checkRecordHidden(t, h)
+	checkRecordRevealed(t, h, got, first, second)
 	var list []server.RecordSummary
 	if code := do(t, h, "GET", "/v1/records", "", &list); code != http.StatusOK || len(list) != 7 {
 		t.Fatalf("GET records: %d %+v", code, list)
 	}
-	// bob is rotated every 24h: his next rotation is about a day away.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var bob server.RecordView
-		do(t, h, "GET", "/v1/records/bob", "", &bob)
-		if next := time.Until(bob.NextRotation); bob.Schedule == "every 24h0m0s" && next > 23*time.Hour && next <= 24*time.Hour {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bob's schedule: %q, next rotation %v", bob.Schedule, bob.NextRotation)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitBobScheduledDaily(t, h)
 
 	// The next coordinator, same key: the inventory is applied again but
 	// the rotated password stays.
@@ -144,5 +99,88 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 
 	if _, err := start(vault.NewKey()); !errors.Is(err, vault.ErrWrongKey) {
 		t.Fatalf("start with another key: %v, want ErrWrongKey", err)
+	}
+}
+
+// startOnStore starts a coordinator on js with inv and the record store
+// key k; the test's cleanup stops it.
+func startOnStore(t *testing.T, js jetstream.JetStream, inv *inventory.Inventory, k vault.Key) (*App, error) {
+	t.Helper()
+	s, err := New(js, Options{Inventory: inv, Key: &k})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Start(t.Context()); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	return s, nil
+}
+
+// checkChained checks that both rotations committed and that the second
+// script was given the first's new password as its old one; it returns
+// the "old new" pairs the script wrote.
+func checkChained(t *testing.T, log string, first, second rotation.View) [][2]string {
+	t.Helper()
+	for _, v := range []rotation.View{first, second} {
+		if v.State != runs.StateCompleted || v.Effect != string(rotation.EffectCommitted) {
+			t.Fatalf("rotation %s: %+v", v.ID, v)
+		}
+	}
+	got := rotations(t, log)
+	if len(got) != 2 || got[0][0] != "a-old" || got[1][0] != got[0][1] || got[1][1] == got[0][1] {
+		t.Fatalf("passwords given to the scripts (old new): %q", got)
+	}
+	return got
+}
+
+// checkRecordHidden checks that alice's record, read without reveal, hides
+// her password everywhere.
+func checkRecordHidden(t *testing.T, h http.Handler) {
+	t.Helper()
+	var hiddenView server.RecordView
+	if code := do(t, h, "GET", "/v1/records/alice", "", &hiddenView); code != http.StatusOK || hiddenView.Password != server.Hidden || hiddenView.Revealed {
+		t.Fatalf("GET record: %d %+v", code, hiddenView)
+	}
+	for _, f := range hiddenView.Fields {
+		if f.Type == "password" && f.Value != server.Hidden {
+			t.Errorf("password field shown without reveal: %+v", f)
+		}
+	}
+}
+
+// checkRecordRevealed checks that alice's record, revealed, holds the
+// second rotation's password, the previous ones in its history, and the
+// second rotation as the last.
+func checkRecordRevealed(t *testing.T, h http.Handler, got [][2]string, first, second rotation.View) {
+	t.Helper()
+	var revealed server.RecordView
+	if code := do(t, h, "GET", "/v1/records/alice?reveal=true", "", &revealed); code != http.StatusOK {
+		t.Fatalf("GET record reveal: %d", code)
+	}
+	if revealed.Password != got[1][1] || revealed.Source != vault.SourceRotation || len(revealed.History) != 2 ||
+		revealed.History[0].Password != got[0][1] || revealed.History[0].RotationID != first.ID || revealed.History[1].Password != "a-old" {
+		t.Fatalf("revealed record: %+v", revealed)
+	}
+	if revealed.LastRotation == nil || revealed.LastRotation.ID != second.ID {
+		t.Fatalf("last rotation: %+v", revealed.LastRotation)
+	}
+}
+
+// waitBobScheduledDaily waits for bob's record to show his schedule: he
+// is rotated every 24h, so his next rotation is about a day away.
+func waitBobScheduledDaily(t *testing.T, h http.Handler) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var bob server.RecordView
+		do(t, h, "GET", "/v1/records/bob", "", &bob)
+		if next := time.Until(bob.NextRotation); bob.Schedule == "every 24h0m0s" && next > 23*time.Hour && next <= 24*time.Hour {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's schedule: %q, next rotation %v", bob.Schedule, bob.NextRotation)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

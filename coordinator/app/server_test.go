@@ -189,6 +189,8 @@ func waitFile(t *testing.T, path string) {
 	}
 }
 
+// A rotation of alice through the API: started without showing its
+// credentials, run by gw's and m1's workers, listed under alice only.
 func TestRotationThroughHTTP(t *testing.T) {
 	t.Parallel()
 	inv := inventoryFor(t, map[string]string{"u.sh": "echo user $POSTROTATE_STEP\n", "m.sh": "echo machine\n"}, "[{file: u.sh}]", "[{file: m.sh}]")
@@ -197,6 +199,22 @@ func TestRotationThroughHTTP(t *testing.T) {
 	startWorkers(t, s, js, "gw", "m1")
 	h := s.Handler()
 
+	run := postRotationOfAlice(t, h)
+	v := waitFinished(t, h, run.ID)
+	if v.State != runs.StateCompleted || len(v.Results) != 2 || v.Results[0].Host != "gw" || v.Results[1].Host != "m1" ||
+		v.Results[0].Worker != "gw-test" || v.Results[1].Stdout != "machine\n" {
+		t.Fatalf("view = %+v", v)
+	}
+	checkListedUnderAlice(t, h, run.ID)
+	if code := do(t, h, "GET", "/healthz", "", nil); code != http.StatusOK {
+		t.Fatalf("healthz: %d", code)
+	}
+}
+
+// postRotationOfAlice starts the rotation of alice and checks the run the
+// API answers: two steps, and not its credentials.
+func postRotationOfAlice(t *testing.T, h http.Handler) runs.Run {
+	t.Helper()
 	var run runs.Run
 	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &run); code != http.StatusAccepted || run.ID == "" || len(run.Steps) != 2 {
 		t.Fatalf("POST: %d %+v", code, run)
@@ -204,20 +222,19 @@ func TestRotationThroughHTTP(t *testing.T) {
 	if run.Secret != nil {
 		t.Fatal("the API returned the run's credentials")
 	}
-	v := waitFinished(t, h, run.ID)
-	if v.State != runs.StateCompleted || len(v.Results) != 2 || v.Results[0].Host != "gw" || v.Results[1].Host != "m1" ||
-		v.Results[0].Worker != "gw-test" || v.Results[1].Stdout != "machine\n" {
-		t.Fatalf("view = %+v", v)
-	}
+	return run
+}
+
+// checkListedUnderAlice checks that the rotations of alice are the one
+// with id, and that bob has none.
+func checkListedUnderAlice(t *testing.T, h http.Handler, id string) {
+	t.Helper()
 	var list []runs.Run
-	if code := do(t, h, "GET", "/v1/rotations?user=alice", "", &list); code != http.StatusOK || len(list) != 1 || list[0].ID != run.ID {
+	if code := do(t, h, "GET", "/v1/rotations?user=alice", "", &list); code != http.StatusOK || len(list) != 1 || list[0].ID != id {
 		t.Fatalf("list: %d %+v", code, list)
 	}
 	if code := do(t, h, "GET", "/v1/rotations?user=bob", "", &list); code != http.StatusOK || len(list) != 0 {
 		t.Fatalf("list bob: %d %+v", code, list)
-	}
-	if code := do(t, h, "GET", "/healthz", "", nil); code != http.StatusOK {
-		t.Fatalf("healthz: %d", code)
 	}
 }
 

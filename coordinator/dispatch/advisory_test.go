@@ -37,10 +37,7 @@ func testMaxDeliveries(t *testing.T, signed bool) {
 	if signed {
 		coord, trust := identity(t)
 		opts.Signer, opts.WorkerKey = coord, keyOf(trust)
-		forged, _ := json.Marshal(messages.Task{SchemaVersion: messages.SchemaVersion, ID: id + "-1", RotationID: id, Step: 1, Host: "forged-host"})
-		if _, err := b.js.Publish(t.Context(), "postrotate.tasks.gw-1", forged); err != nil {
-			t.Fatal(err)
-		}
+		publishForgedTask(t, b.js, id)
 	}
 	d := New(b.js, opts)
 	stop, err := d.WatchMaxDeliveries()
@@ -48,16 +45,40 @@ func testMaxDeliveries(t *testing.T, signed bool) {
 		t.Fatal(err)
 	}
 	defer stop()
+	startBrokenWorker(t, b.js)
 
-	// A broken worker: takes every delivery and never answers.
-	cons, err := b.js.Consumer(t.Context(), "POSTROTATE_TASKS", "host_gw-1")
+	out, err := engine(d, 0).Run(t.Context(), rotation.Rotation{ID: id, Plan: b.plan, NewPassword: "n", OldPassword: "o"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Failed != 1 || !strings.Contains(out.Results[0].Error, `to host "gw-1" without being acknowledged (max deliveries)`) {
+		t.Fatalf("outcome = %+v", out.Results)
+	}
+	waitTasksGone(t, b.js)
+}
+
+// publishForgedTask publishes, unsigned, a task for gw-1 claiming step 1
+// of rotation id.
+func publishForgedTask(t *testing.T, js jetstream.JetStream, id string) {
+	t.Helper()
+	forged, _ := json.Marshal(messages.Task{SchemaVersion: messages.SchemaVersion, ID: id + "-1", RotationID: id, Step: 1, Host: "forged-host"})
+	if _, err := js.Publish(t.Context(), "postrotate.tasks.gw-1", forged); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startBrokenWorker starts a broken worker of gw-1 until the test ends: it
+// takes every delivery and never answers.
+func startBrokenWorker(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	cons, err := js.Consumer(t.Context(), "POSTROTATE_TASKS", "host_gw-1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var fetching sync.WaitGroup
-	defer fetching.Wait() // after cancel: a fetch ends within its max wait
+	t.Cleanup(fetching.Wait) // after cancel: a fetch ends within its max wait
 	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
+	t.Cleanup(cancel)
 	fetching.Go(func() {
 		for ctx.Err() == nil {
 			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second), jetstream.FetchPriorityGroup(messages.PriorityGroup))
@@ -68,15 +89,12 @@ func testMaxDeliveries(t *testing.T, signed bool) {
 			}
 		}
 	})
+}
 
-	out, err := engine(d, 0).Run(t.Context(), rotation.Rotation{ID: id, Plan: b.plan, NewPassword: "n", OldPassword: "o"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out.Failed != 1 || !strings.Contains(out.Results[0].Error, `to host "gw-1" without being acknowledged (max deliveries)`) {
-		t.Fatalf("outcome = %+v", out.Results)
-	}
-	s, err := b.js.Stream(t.Context(), "POSTROTATE_TASKS")
+// waitTasksGone waits for the tasks stream to hold no message.
+func waitTasksGone(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	s, err := js.Stream(t.Context(), "POSTROTATE_TASKS")
 	if err != nil {
 		t.Fatal(err)
 	}

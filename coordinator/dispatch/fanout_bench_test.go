@@ -56,97 +56,139 @@ func BenchmarkSSHFanOut(b *testing.B) {
 	if _, err := exec.LookPath("ssh"); err != nil {
 		b.Skip("ssh client not found: install openssh-client")
 	}
-	dir := b.TempDir()
-	servers := make([]*sshdtest.Server, fanOutTargets)
-	var known strings.Builder
-	for i := range servers {
-		servers[i] = sshdtest.Start(b)
-		known.WriteString(servers[i].KnownHosts())
-		writeBenchFile(b, filepath.Join(dir, fmt.Sprintf("key-%d", i)), servers[i].UserKeyPEM, 0o600)
-	}
-	knownHosts := filepath.Join(dir, "known_hosts")
-	writeBenchFile(b, knownHosts, known.String(), 0o600)
-	payloadLine := []byte("eyJuZXdQYXNzd29yZCI6ICJiZW5jaCJ9\n")
-
-	b.Run("Rotations", func(b *testing.B) {
-		js, plans := fanOutRotations(b, dir, servers)
-		d := New(js, Options{})
-		ctx := context.Background()
-		for b.Loop() {
-			var wg sync.WaitGroup
-			errs := make(chan error, len(plans))
-			for _, p := range plans {
-				wg.Go(func() {
-					out, err := engine(d, 0).Run(ctx, rotation.Rotation{ID: rotation.NewID(), Plan: p, NewPassword: "new-pw", OldPassword: "old-pw"})
-					if err == nil && (!out.Success() || out.Results[0].Stdout != "ok\n") {
-						err = fmt.Errorf("outcome %+v", out.Results)
-					}
-					errs <- err
-				})
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-	})
-
+	fx := startFanOutServers(b)
+	b.Run("Rotations", fx.benchRotations)
 	for _, parallel := range []bool{false, true} {
 		mode := map[bool]string{false: "Sequential", true: "Parallel"}[parallel]
-		b.Run("Executor/"+mode, func(b *testing.B) {
-			x := sshexec.New(sshexec.Options{})
-			b.Cleanup(func() { _ = x.Close() })
-			jobs := make([]executor.Job, len(servers))
-			for i, s := range servers {
-				target := s.Target()
-				target.Password, target.PrivateKey = "", s.UserKeyPEM
-				jobs[i] = executor.Job{
-					RotationID: "bench", Step: 1, Attempt: 1,
-					Script: executor.Script{Name: "step.sh", Content: []byte(fanOutScript)},
-					Stdin:  payloadLine, Target: target,
-				}
+		b.Run("Executor/"+mode, func(b *testing.B) { fx.benchExecutor(b, parallel) })
+		b.Run("OpenSSH/"+mode, func(b *testing.B) { fx.benchOpenSSH(b, parallel) })
+	}
+}
+
+// fanOutFixture is what every part of BenchmarkSSHFanOut reaches: the
+// sshd servers, a directory holding each one's user key (key-<i>) and
+// known_hosts, and the payload line fed to the script.
+type fanOutFixture struct {
+	dir, knownHosts string
+	servers         []*sshdtest.Server
+	payloadLine     []byte
+}
+
+// startFanOutServers starts fanOutTargets sshd and writes their user keys
+// and one known_hosts naming them all.
+func startFanOutServers(b *testing.B) *fanOutFixture {
+	b.Helper()
+	fx := &fanOutFixture{
+		dir:         b.TempDir(),
+		servers:     make([]*sshdtest.Server, fanOutTargets),
+		payloadLine: []byte("eyJuZXdQYXNzd29yZCI6ICJiZW5jaCJ9\n"),
+	}
+	var known strings.Builder
+	for i := range fx.servers {
+		fx.servers[i] = sshdtest.Start(b)
+		known.WriteString(fx.servers[i].KnownHosts())
+		writeBenchFile(b, filepath.Join(fx.dir, fmt.Sprintf("key-%d", i)), fx.servers[i].UserKeyPEM, 0o600)
+	}
+	fx.knownHosts = filepath.Join(fx.dir, "known_hosts")
+	writeBenchFile(b, fx.knownHosts, known.String(), 0o600)
+	return fx
+}
+
+// benchRotations is BenchmarkSSHFanOut/Rotations: one rotation per
+// machine's user, all started at once through the dispatcher.
+func (fx *fanOutFixture) benchRotations(b *testing.B) {
+	js, plans := fanOutRotations(b, fx.dir, fx.servers)
+	d := New(js, Options{})
+	ctx := context.Background()
+	for b.Loop() {
+		if err := runRotationsAtOnce(ctx, d, plans); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// runRotationsAtOnce runs the rotation of every plan at once and returns
+// the first error, or an error for an outcome that is not a success with
+// the script's answer.
+func runRotationsAtOnce(ctx context.Context, d *Dispatcher, plans []*plan.Plan) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(plans))
+	for _, p := range plans {
+		wg.Go(func() {
+			out, err := engine(d, 0).Run(ctx, rotation.Rotation{ID: rotation.NewID(), Plan: p, NewPassword: "new-pw", OldPassword: "old-pw"})
+			if err == nil && (!out.Success() || out.Results[0].Stdout != "ok\n") {
+				err = fmt.Errorf("outcome %+v", out.Results)
 			}
-			ctx := context.Background()
-			run := func(i int) error {
-				res, err := x.Run(ctx, jobs[i])
-				if err == nil && (!res.Success() || res.Stdout != "ok\n") {
-					err = fmt.Errorf("result %+v", res)
-				}
-				return err
-			}
-			for b.Loop() {
-				if err := fanOut(len(jobs), parallel, run); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-		b.Run("OpenSSH/"+mode, func(b *testing.B) {
-			run := func(i int) error {
-				cmd := exec.Command("ssh", "-F", "/dev/null", "-T",
-					"-i", filepath.Join(dir, fmt.Sprintf("key-%d", i)), "-p", strconv.Itoa(servers[i].Port()),
-					"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
-					"-o", "UserKnownHostsFile="+knownHosts, "-o", "ControlMaster=no", "-o", "LogLevel=ERROR",
-					sshdtest.User+"@127.0.0.1", "IFS= read -r line; echo ok")
-				cmd.Stdin = bytes.NewReader(payloadLine)
-				out, err := cmd.CombinedOutput()
-				if err == nil && string(out) != "ok\n" {
-					err = fmt.Errorf("output %q", out)
-				}
-				if err != nil {
-					return fmt.Errorf("ssh to %s: %w: %s", servers[i].Addr, err, out)
-				}
-				return nil
-			}
-			for b.Loop() {
-				if err := fanOut(len(servers), parallel, run); err != nil {
-					b.Fatal(err)
-				}
-			}
+			errs <- err
 		})
 	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchExecutor is BenchmarkSSHFanOut/Executor/*: the SSH executor alone,
+// one target after the other or all at once.
+func (fx *fanOutFixture) benchExecutor(b *testing.B, parallel bool) {
+	x := sshexec.New(sshexec.Options{})
+	b.Cleanup(func() { _ = x.Close() })
+	jobs := make([]executor.Job, len(fx.servers))
+	for i, s := range fx.servers {
+		target := s.Target()
+		target.Password, target.PrivateKey = "", s.UserKeyPEM
+		jobs[i] = executor.Job{
+			RotationID: "bench", Step: 1, Attempt: 1,
+			Script: executor.Script{Name: "step.sh", Content: []byte(fanOutScript)},
+			Stdin:  fx.payloadLine, Target: target,
+		}
+	}
+	ctx := context.Background()
+	run := func(i int) error {
+		res, err := x.Run(ctx, jobs[i])
+		if err == nil && (!res.Success() || res.Stdout != "ok\n") {
+			err = fmt.Errorf("result %+v", res)
+		}
+		return err
+	}
+	for b.Loop() {
+		if err := fanOut(len(jobs), parallel, run); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchOpenSSH is BenchmarkSSHFanOut/OpenSSH/*: a fresh ssh client
+// process per target, one after the other or all at once.
+func (fx *fanOutFixture) benchOpenSSH(b *testing.B, parallel bool) {
+	for b.Loop() {
+		if err := fanOut(len(fx.servers), parallel, fx.runOpenSSH); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// runOpenSSH runs the script's answer on server i with the ssh client,
+// the payload on stdin, and checks what it printed.
+func (fx *fanOutFixture) runOpenSSH(i int) error {
+	cmd := exec.Command("ssh", "-F", "/dev/null", "-T",
+		"-i", filepath.Join(fx.dir, fmt.Sprintf("key-%d", i)), "-p", strconv.Itoa(fx.servers[i].Port()),
+		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+		"-o", "UserKnownHostsFile="+fx.knownHosts, "-o", "ControlMaster=no", "-o", "LogLevel=ERROR",
+		sshdtest.User+"@127.0.0.1", "IFS= read -r line; echo ok")
+	cmd.Stdin = bytes.NewReader(fx.payloadLine)
+	out, err := cmd.CombinedOutput()
+	if err == nil && string(out) != "ok\n" {
+		err = fmt.Errorf("output %q", out)
+	}
+	if err != nil {
+		return fmt.Errorf("ssh to %s: %w: %s", fx.servers[i].Addr, err, out)
+	}
+	return nil
 }
 
 // fanOut calls run for 0..n-1, one after the other or all at once, and

@@ -56,28 +56,60 @@ func TestRemoteWorkerProcess(t *testing.T) {
 		t.Fatalf("client URL %q", url)
 	}
 	// The consumer of gw-2 does not exist yet.
-	var logs syncBuffer
-	cmd := exec.Command(bin, "--host", "gw-2", "--nats", url, "--name", "remote-1", "--log-level", "debug", "--stop-grace", "30s")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(logs.String(), "no task consumer for this host yet") {
-		if time.Now().After(deadline) {
-			t.Fatalf("worker did not report the missing consumer; logs:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	w := startWorkerProcess(t, bin, url)
+	w.waitForMissingConsumer(t)
 	if err := b.layout.EnsureHosts(t.Context(), b.js, "gw-2"); err != nil {
 		t.Fatal(err)
 	}
+	w.rotateOnGW2(t, b)
+	w.stopWithSIGTERM(t)
+	w.checkLogs(t)
+	_ = os.Remove(bin)
+}
+
+// workerProcess is a running postrotate-worker of host gw-2, named
+// remote-1, logging at debug level into logs.
+type workerProcess struct {
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	exited chan error // receives cmd.Wait's error once
+}
+
+// startWorkerProcess starts bin as the worker of gw-2 against the broker at
+// url; the test's cleanup kills it.
+func startWorkerProcess(t *testing.T, bin, url string) *workerProcess {
+	t.Helper()
+	w := &workerProcess{logs: &syncBuffer{}, exited: make(chan error, 1)}
+	w.cmd = exec.Command(bin, "--host", "gw-2", "--nats", url, "--name", "remote-1", "--log-level", "debug", "--stop-grace", "30s")
+	w.cmd.Stdout, w.cmd.Stderr = w.logs, w.logs
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.exited <- w.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = w.cmd.Process.Kill()
+		<-w.exited
+	})
+	return w
+}
+
+// waitForMissingConsumer waits for the worker to report that its host has
+// no task consumer yet.
+func (w *workerProcess) waitForMissingConsumer(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(w.logs.String(), "no task consumer for this host yet") {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker did not report the missing consumer; logs:\n%s", w.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// rotateOnGW2 runs b's plan with its step moved to gw-2 and checks that
+// the worker process ran it.
+func (w *workerProcess) rotateOnGW2(t *testing.T, b *bundle) {
+	t.Helper()
 	p := *b.plan
 	p.Steps = append(p.Steps[:0:0], p.Steps...)
 	p.Steps[0].Host = "gw-2"
@@ -85,25 +117,35 @@ func TestRemoteWorkerProcess(t *testing.T) {
 	defer cancel()
 	out, err := engine(New(b.js, Options{}), 0).Run(ctx, rotation.Rotation{ID: rotation.NewID(), Plan: &p, NewPassword: "New-" + marker, OldPassword: marker})
 	if err != nil || !out.Success() {
-		t.Fatalf("Run = %+v, %v\nworker logs:\n%s", out, err, logs.String())
+		t.Fatalf("Run = %+v, %v\nworker logs:\n%s", out, err, w.logs.String())
 	}
 	if r := out.Results[0]; r.Worker != "remote-1" || r.Host != "gw-2" || r.Stdout != "ok\n" {
 		t.Fatalf("result = %+v", r)
 	}
+}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+// stopWithSIGTERM sends SIGTERM and checks that the worker exits cleanly.
+func (w *workerProcess) stopWithSIGTERM(t *testing.T) {
+	t.Helper()
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		exited <- err // for the cleanup
+	case err := <-w.exited:
+		w.exited <- err // for the cleanup
 		if err != nil {
-			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, logs.String())
+			t.Fatalf("worker exit after SIGTERM: %v\n%s", err, w.logs.String())
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("worker did not exit after SIGTERM; logs:\n%s", logs.String())
+		t.Fatalf("worker did not exit after SIGTERM; logs:\n%s", w.logs.String())
 	}
-	all := logs.String()
+}
+
+// checkLogs checks that the worker's debug logs hold no password and tell
+// its start, the script's end and its stop.
+func (w *workerProcess) checkLogs(t *testing.T) {
+	t.Helper()
+	all := w.logs.String()
 	if strings.Contains(all, marker) {
 		t.Fatalf("the marker password reached the worker's debug logs:\n%s", all)
 	}
@@ -112,5 +154,4 @@ func TestRemoteWorkerProcess(t *testing.T) {
 			t.Errorf("worker logs lack %q:\n%s", want, all)
 		}
 	}
-	_ = os.Remove(bin)
 }

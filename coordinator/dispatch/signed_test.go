@@ -109,34 +109,8 @@ func TestSignedSealedRotation(t *testing.T) {
 
 	// The task as the broker stores it, before any worker takes it.
 	stored := b.queued(t)
-	for _, pw := range []string{marker, newMarker} {
-		for _, leak := range []string{pw, base64.StdEncoding.EncodeToString([]byte(pw)), base64.RawStdEncoding.EncodeToString([]byte(pw)), base64.RawURLEncoding.EncodeToString([]byte(pw))} {
-			if bytes.Contains(stored.Data, []byte(leak)) {
-				t.Fatalf("the stored task shows %q:\n%s", leak, stored.Data)
-			}
-		}
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(stored.Data, &fields); err != nil {
-		t.Fatal(err)
-	}
-	if _, clear := fields["secret"]; clear {
-		t.Fatalf("the stored task has a clear secret:\n%s", stored.Data)
-	}
-	if err := trust.Verify(stored.Data, stored.Header.Get(envelope.HeaderSignature), stored.Header.Get(envelope.HeaderSigner)); err != nil {
-		t.Fatalf("stored task signature: %v", err)
-	}
-	task, err := messages.DecodeTask(stored.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := trust.OpenSecret(task.SealedSecret)
-	if err != nil {
-		t.Fatalf("open the sealed secret: %v", err)
-	}
-	if !slices.Contains(secret.Mask, newMarker) || !slices.Contains(secret.Mask, marker) || len(secret.Stdin) == 0 {
-		t.Fatalf("the sealed secret lacks the passwords or the payload: %d mask values, %d stdin bytes", len(secret.Mask), len(secret.Stdin))
-	}
+	checkNoPasswordIn(t, stored.Data)
+	checkSignedAndSealed(t, trust, stored)
 
 	// A refusal of another message claiming this step is not this step's.
 	forged, _ := json.Marshal(messages.RotationResult{SchemaVersion: messages.SchemaVersion, RotationID: id, Step: 1, Host: "gw-1", ExitCode: -1, Error: "refused: task is not signed"})
@@ -151,6 +125,47 @@ func TestSignedSealedRotation(t *testing.T) {
 	}
 }
 
+// checkNoPasswordIn checks that the stored task shows neither password,
+// in clear or in any base64 encoding, and has no clear secret field.
+func checkNoPasswordIn(t *testing.T, data []byte) {
+	t.Helper()
+	for _, pw := range []string{marker, newMarker} {
+		for _, leak := range []string{pw, base64.StdEncoding.EncodeToString([]byte(pw)), base64.RawStdEncoding.EncodeToString([]byte(pw)), base64.RawURLEncoding.EncodeToString([]byte(pw))} {
+			if bytes.Contains(data, []byte(leak)) {
+				t.Fatalf("the stored task shows %q:\n%s", leak, data)
+			}
+		}
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if _, clear := fields["secret"]; clear {
+		t.Fatalf("the stored task has a clear secret:\n%s", data)
+	}
+}
+
+// checkSignedAndSealed checks that the stored task carries a signature the
+// worker's trust accepts, and a sealed secret it opens to both passwords
+// and the payload.
+func checkSignedAndSealed(t *testing.T, trust *envelope.Trust, stored *jetstream.RawStreamMsg) {
+	t.Helper()
+	if err := trust.Verify(stored.Data, stored.Header.Get(envelope.HeaderSignature), stored.Header.Get(envelope.HeaderSigner)); err != nil {
+		t.Fatalf("stored task signature: %v", err)
+	}
+	task, err := messages.DecodeTask(stored.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := trust.OpenSecret(task.SealedSecret)
+	if err != nil {
+		t.Fatalf("open the sealed secret: %v", err)
+	}
+	if !slices.Contains(secret.Mask, newMarker) || !slices.Contains(secret.Mask, marker) || len(secret.Stdin) == 0 {
+		t.Fatalf("the sealed secret lacks the passwords or the payload: %d mask values, %d stdin bytes", len(secret.Mask), len(secret.Stdin))
+	}
+}
+
 // A host without an enrolled key: the step fails naming the fix, and
 // nothing is sent.
 func TestSignerWithoutWorkerKey(t *testing.T) {
@@ -162,27 +177,40 @@ func TestSignerWithoutWorkerKey(t *testing.T) {
 		"empty key":   func(context.Context, string) (string, error) { return "", nil },
 		"lookup says": func(context.Context, string) (string, error) { return "", ErrNoWorkerKey },
 	} {
-		d := New(b.js, Options{Signer: coord, WorkerKey: key})
-		out, err := engine(d, 0).Run(t.Context(), rotation.Rotation{ID: rotation.NewID(), Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
-		if err != nil {
-			t.Fatalf("%s: Run: %v", name, err)
-		}
-		want := `host "gw-1" has no enrolled worker: run postrotate worker add gw-1`
-		if out.Success() || len(out.Results) != 1 || out.Results[0].Error != want || out.Sent {
-			t.Fatalf("%s: outcome %+v, want error %q, nothing sent", name, out, want)
-		}
-		// The step that could not be sent has its published result and
-		// step event, like any other.
-		stored, err := engine(d, 0).Results(t.Context(), out.RotationID, 1)
-		if err != nil || len(stored) != 1 || stored[0].Error != want {
-			t.Fatalf("%s: published results %+v (%v), want the step's with error %q", name, stored, err, want)
-		}
-		ev := stepEvents(t, b.js, out.RotationID)
-		if len(ev) != 1 || ev[0].Kind != messages.EventFailed || ev[0].Step != 1 || ev[0].Error != want {
-			t.Fatalf("%s: step events %+v, want one failed event of step 1", name, ev)
-		}
+		checkStepFailsUnsent(t, b, name, New(b.js, Options{Signer: coord, WorkerKey: key}))
 	}
-	s, err := b.js.Stream(t.Context(), "POSTROTATE_TASKS")
+	checkNoTaskPublished(t, b.js)
+}
+
+// checkStepFailsUnsent runs the rotation through d, whose WorkerKey finds
+// no key for gw-1, and checks that its step fails naming the fix, unsent,
+// with a published result and step event like any other.
+func checkStepFailsUnsent(t *testing.T, b *bundle, name string, d *Dispatcher) {
+	t.Helper()
+	out, err := engine(d, 0).Run(t.Context(), rotation.Rotation{ID: rotation.NewID(), Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
+	if err != nil {
+		t.Fatalf("%s: Run: %v", name, err)
+	}
+	want := `host "gw-1" has no enrolled worker: run postrotate worker add gw-1`
+	if out.Success() || len(out.Results) != 1 || out.Results[0].Error != want || out.Sent {
+		t.Fatalf("%s: outcome %+v, want error %q, nothing sent", name, out, want)
+	}
+	// The step that could not be sent has its published result and
+	// step event, like any other.
+	stored, err := engine(d, 0).Results(t.Context(), out.RotationID, 1)
+	if err != nil || len(stored) != 1 || stored[0].Error != want {
+		t.Fatalf("%s: published results %+v (%v), want the step's with error %q", name, stored, err, want)
+	}
+	ev := stepEvents(t, b.js, out.RotationID)
+	if len(ev) != 1 || ev[0].Kind != messages.EventFailed || ev[0].Step != 1 || ev[0].Error != want {
+		t.Fatalf("%s: step events %+v, want one failed event of step 1", name, ev)
+	}
+}
+
+// checkNoTaskPublished checks that the tasks stream never held a message.
+func checkNoTaskPublished(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	s, err := js.Stream(t.Context(), "POSTROTATE_TASKS")
 	if err != nil {
 		t.Fatal(err)
 	}

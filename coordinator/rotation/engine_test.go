@@ -13,143 +13,185 @@ func runFake(t *testing.T, f *fakeRunner, p *plan.Plan) (Outcome, error) {
 	return NewEngine(f, EngineOptions{}).Run(t.Context(), Rotation{ID: NewID(), Plan: p, NewPassword: "new-pw", OldPassword: "old-pw"})
 }
 
-// The engine's policy, Keeper's rules: every mode (general, scripts_only,
-// a NOOP user) × the built-in rotation ok or failed × the script ok,
-// failed or in doubt × the three switches (Rollback On Password Fail,
-// Rollback On Post Rotation Fail, Re-run On Post Rotation Fail). A re-run
-// ends as the first run did; a rollback succeeds.
+// policyCase is one row of the policy: the mode, the outcomes of the
+// built-in rotation and the script, the three switches, and what the
+// engine must end with.
+type policyCase struct {
+	mode, builtin, script string
+	rbPass, rbPost, rerun bool
+	steps                 string
+	effect                Effect
+	unresolved            int
+	mayHaveChanged        bool
+}
+
+// name names the row in failure messages.
+func (tc policyCase) name() string { return tc.mode + "/" + tc.builtin + "/" + tc.script }
+
+// policyCases is the engine's policy, Keeper's rules: every mode
+// (general, scripts_only, a NOOP user) × the built-in rotation ok or
+// failed × the script ok, failed or in doubt × the three switches
+// (Rollback On Password Fail, Rollback On Post Rotation Fail, Re-run On
+// Post Rotation Fail). A re-run ends as the first run did; a rollback
+// succeeds.
+var policyCases = []policyCase{
+	{"general", "ok", "ok", true, true, true, "rotate=ok script=ok", "committed", 0, false},
+	{"general", "ok", "ok", true, true, false, "rotate=ok script=ok", "committed", 0, false},
+	{"general", "ok", "ok", true, false, true, "rotate=ok script=ok", "committed", 0, false},
+	{"general", "ok", "ok", true, false, false, "rotate=ok script=ok", "committed", 0, false},
+	{"general", "ok", "ok", false, true, true, "rotate=ok script=ok", "committed", 0, false},
+	{"general", "ok", "ok", false, true, false, "rotate=ok script=ok", "committed", 0, false},
+	{"general", "ok", "ok", false, false, true, "rotate=ok script=ok", "committed", 0, false},
+	{"general", "ok", "ok", false, false, false, "rotate=ok script=ok", "committed", 0, false},
+	{"general", "ok", "failed", true, true, true, "rotate=ok script=failed rerun=failed rollback=ok", "rolled_back", 1, false},
+	{"general", "ok", "failed", true, true, false, "rotate=ok script=failed rollback=ok", "rolled_back", 1, false},
+	{"general", "ok", "failed", true, false, true, "rotate=ok script=failed rerun=failed", "committed", 1, false},
+	{"general", "ok", "failed", true, false, false, "rotate=ok script=failed", "committed", 1, false},
+	{"general", "ok", "failed", false, true, true, "rotate=ok script=failed rerun=failed rollback=ok", "rolled_back", 1, false},
+	{"general", "ok", "failed", false, true, false, "rotate=ok script=failed rollback=ok", "rolled_back", 1, false},
+	{"general", "ok", "failed", false, false, true, "rotate=ok script=failed rerun=failed", "committed", 1, false},
+	{"general", "ok", "failed", false, false, false, "rotate=ok script=failed", "committed", 1, false},
+	{"general", "ok", "in_doubt", true, true, true, "rotate=ok script=in_doubt rerun=in_doubt rollback=ok", "rolled_back", 1, false},
+	{"general", "ok", "in_doubt", true, true, false, "rotate=ok script=in_doubt rollback=ok", "rolled_back", 1, false},
+	{"general", "ok", "in_doubt", true, false, true, "rotate=ok script=in_doubt rerun=in_doubt", "committed", 1, false},
+	{"general", "ok", "in_doubt", true, false, false, "rotate=ok script=in_doubt", "committed", 1, false},
+	{"general", "ok", "in_doubt", false, true, true, "rotate=ok script=in_doubt rerun=in_doubt rollback=ok", "rolled_back", 1, false},
+	{"general", "ok", "in_doubt", false, true, false, "rotate=ok script=in_doubt rollback=ok", "rolled_back", 1, false},
+	{"general", "ok", "in_doubt", false, false, true, "rotate=ok script=in_doubt rerun=in_doubt", "committed", 1, false},
+	{"general", "ok", "in_doubt", false, false, false, "rotate=ok script=in_doubt", "committed", 1, false},
+	{"general", "failed", "ok", true, true, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "ok", true, true, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "ok", true, false, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "ok", true, false, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "ok", false, true, true, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "ok", false, true, false, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "ok", false, false, true, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "ok", false, false, false, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "failed", true, true, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "failed", true, true, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "failed", true, false, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "failed", true, false, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "failed", false, true, true, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "failed", false, true, false, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "failed", false, false, true, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "failed", false, false, false, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "in_doubt", true, true, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "in_doubt", true, true, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "in_doubt", true, false, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "in_doubt", true, false, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
+	{"general", "failed", "in_doubt", false, true, true, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "in_doubt", false, true, false, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "in_doubt", false, false, true, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"general", "failed", "in_doubt", false, false, false, "rotate=failed script=skipped", "not_committed", 1, true},
+	{"scripts_only", "-", "ok", true, true, true, "script=ok", "committed", 0, false},
+	{"scripts_only", "-", "ok", true, true, false, "script=ok", "committed", 0, false},
+	{"scripts_only", "-", "ok", true, false, true, "script=ok", "committed", 0, false},
+	{"scripts_only", "-", "ok", true, false, false, "script=ok", "committed", 0, false},
+	{"scripts_only", "-", "ok", false, true, true, "script=ok", "committed", 0, false},
+	{"scripts_only", "-", "ok", false, true, false, "script=ok", "committed", 0, false},
+	{"scripts_only", "-", "ok", false, false, true, "script=ok", "committed", 0, false},
+	{"scripts_only", "-", "ok", false, false, false, "script=ok", "committed", 0, false},
+	{"scripts_only", "-", "failed", true, true, true, "script=failed rerun=failed", "not_committed", 1, false},
+	{"scripts_only", "-", "failed", true, true, false, "script=failed", "not_committed", 1, false},
+	{"scripts_only", "-", "failed", true, false, true, "script=failed rerun=failed", "not_committed", 1, false},
+	{"scripts_only", "-", "failed", true, false, false, "script=failed", "not_committed", 1, false},
+	{"scripts_only", "-", "failed", false, true, true, "script=failed rerun=failed", "not_committed", 1, false},
+	{"scripts_only", "-", "failed", false, true, false, "script=failed", "not_committed", 1, false},
+	{"scripts_only", "-", "failed", false, false, true, "script=failed rerun=failed", "not_committed", 1, false},
+	{"scripts_only", "-", "failed", false, false, false, "script=failed", "not_committed", 1, false},
+	{"scripts_only", "-", "in_doubt", true, true, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
+	{"scripts_only", "-", "in_doubt", true, true, false, "script=in_doubt", "not_committed", 1, false},
+	{"scripts_only", "-", "in_doubt", true, false, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
+	{"scripts_only", "-", "in_doubt", true, false, false, "script=in_doubt", "not_committed", 1, false},
+	{"scripts_only", "-", "in_doubt", false, true, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
+	{"scripts_only", "-", "in_doubt", false, true, false, "script=in_doubt", "not_committed", 1, false},
+	{"scripts_only", "-", "in_doubt", false, false, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
+	{"scripts_only", "-", "in_doubt", false, false, false, "script=in_doubt", "not_committed", 1, false},
+	{"noop", "-", "ok", true, true, true, "script=ok", "committed", 0, false},
+	{"noop", "-", "ok", true, true, false, "script=ok", "committed", 0, false},
+	{"noop", "-", "ok", true, false, true, "script=ok", "committed", 0, false},
+	{"noop", "-", "ok", true, false, false, "script=ok", "committed", 0, false},
+	{"noop", "-", "ok", false, true, true, "script=ok", "committed", 0, false},
+	{"noop", "-", "ok", false, true, false, "script=ok", "committed", 0, false},
+	{"noop", "-", "ok", false, false, true, "script=ok", "committed", 0, false},
+	{"noop", "-", "ok", false, false, false, "script=ok", "committed", 0, false},
+	{"noop", "-", "failed", true, true, true, "script=failed rerun=failed", "not_committed", 1, false},
+	{"noop", "-", "failed", true, true, false, "script=failed", "not_committed", 1, false},
+	{"noop", "-", "failed", true, false, true, "script=failed rerun=failed", "not_committed", 1, false},
+	{"noop", "-", "failed", true, false, false, "script=failed", "not_committed", 1, false},
+	{"noop", "-", "failed", false, true, true, "script=failed rerun=failed", "not_committed", 1, false},
+	{"noop", "-", "failed", false, true, false, "script=failed", "not_committed", 1, false},
+	{"noop", "-", "failed", false, false, true, "script=failed rerun=failed", "not_committed", 1, false},
+	{"noop", "-", "failed", false, false, false, "script=failed", "not_committed", 1, false},
+	{"noop", "-", "in_doubt", true, true, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
+	{"noop", "-", "in_doubt", true, true, false, "script=in_doubt", "not_committed", 1, false},
+	{"noop", "-", "in_doubt", true, false, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
+	{"noop", "-", "in_doubt", true, false, false, "script=in_doubt", "not_committed", 1, false},
+	{"noop", "-", "in_doubt", false, true, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
+	{"noop", "-", "in_doubt", false, true, false, "script=in_doubt", "not_committed", 1, false},
+	{"noop", "-", "in_doubt", false, false, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
+	{"noop", "-", "in_doubt", false, false, false, "script=in_doubt", "not_committed", 1, false},
+}
+
+// TestPolicy runs every row of policyCases through a fake runner: the
+// policy as a table test, no broker.
 func TestPolicy(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		mode, builtin, script string
-		rbPass, rbPost, rerun bool
-		steps                 string
-		effect                Effect
-		unresolved            int
-		mayHaveChanged        bool
-	}{
-		{"general", "ok", "ok", true, true, true, "rotate=ok script=ok", "committed", 0, false},
-		{"general", "ok", "ok", true, true, false, "rotate=ok script=ok", "committed", 0, false},
-		{"general", "ok", "ok", true, false, true, "rotate=ok script=ok", "committed", 0, false},
-		{"general", "ok", "ok", true, false, false, "rotate=ok script=ok", "committed", 0, false},
-		{"general", "ok", "ok", false, true, true, "rotate=ok script=ok", "committed", 0, false},
-		{"general", "ok", "ok", false, true, false, "rotate=ok script=ok", "committed", 0, false},
-		{"general", "ok", "ok", false, false, true, "rotate=ok script=ok", "committed", 0, false},
-		{"general", "ok", "ok", false, false, false, "rotate=ok script=ok", "committed", 0, false},
-		{"general", "ok", "failed", true, true, true, "rotate=ok script=failed rerun=failed rollback=ok", "rolled_back", 1, false},
-		{"general", "ok", "failed", true, true, false, "rotate=ok script=failed rollback=ok", "rolled_back", 1, false},
-		{"general", "ok", "failed", true, false, true, "rotate=ok script=failed rerun=failed", "committed", 1, false},
-		{"general", "ok", "failed", true, false, false, "rotate=ok script=failed", "committed", 1, false},
-		{"general", "ok", "failed", false, true, true, "rotate=ok script=failed rerun=failed rollback=ok", "rolled_back", 1, false},
-		{"general", "ok", "failed", false, true, false, "rotate=ok script=failed rollback=ok", "rolled_back", 1, false},
-		{"general", "ok", "failed", false, false, true, "rotate=ok script=failed rerun=failed", "committed", 1, false},
-		{"general", "ok", "failed", false, false, false, "rotate=ok script=failed", "committed", 1, false},
-		{"general", "ok", "in_doubt", true, true, true, "rotate=ok script=in_doubt rerun=in_doubt rollback=ok", "rolled_back", 1, false},
-		{"general", "ok", "in_doubt", true, true, false, "rotate=ok script=in_doubt rollback=ok", "rolled_back", 1, false},
-		{"general", "ok", "in_doubt", true, false, true, "rotate=ok script=in_doubt rerun=in_doubt", "committed", 1, false},
-		{"general", "ok", "in_doubt", true, false, false, "rotate=ok script=in_doubt", "committed", 1, false},
-		{"general", "ok", "in_doubt", false, true, true, "rotate=ok script=in_doubt rerun=in_doubt rollback=ok", "rolled_back", 1, false},
-		{"general", "ok", "in_doubt", false, true, false, "rotate=ok script=in_doubt rollback=ok", "rolled_back", 1, false},
-		{"general", "ok", "in_doubt", false, false, true, "rotate=ok script=in_doubt rerun=in_doubt", "committed", 1, false},
-		{"general", "ok", "in_doubt", false, false, false, "rotate=ok script=in_doubt", "committed", 1, false},
-		{"general", "failed", "ok", true, true, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "ok", true, true, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "ok", true, false, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "ok", true, false, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "ok", false, true, true, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "ok", false, true, false, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "ok", false, false, true, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "ok", false, false, false, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "failed", true, true, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "failed", true, true, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "failed", true, false, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "failed", true, false, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "failed", false, true, true, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "failed", false, true, false, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "failed", false, false, true, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "failed", false, false, false, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "in_doubt", true, true, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "in_doubt", true, true, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "in_doubt", true, false, true, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "in_doubt", true, false, false, "rotate=failed script=skipped rollback=ok", "rolled_back", 1, false},
-		{"general", "failed", "in_doubt", false, true, true, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "in_doubt", false, true, false, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "in_doubt", false, false, true, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"general", "failed", "in_doubt", false, false, false, "rotate=failed script=skipped", "not_committed", 1, true},
-		{"scripts_only", "-", "ok", true, true, true, "script=ok", "committed", 0, false},
-		{"scripts_only", "-", "ok", true, true, false, "script=ok", "committed", 0, false},
-		{"scripts_only", "-", "ok", true, false, true, "script=ok", "committed", 0, false},
-		{"scripts_only", "-", "ok", true, false, false, "script=ok", "committed", 0, false},
-		{"scripts_only", "-", "ok", false, true, true, "script=ok", "committed", 0, false},
-		{"scripts_only", "-", "ok", false, true, false, "script=ok", "committed", 0, false},
-		{"scripts_only", "-", "ok", false, false, true, "script=ok", "committed", 0, false},
-		{"scripts_only", "-", "ok", false, false, false, "script=ok", "committed", 0, false},
-		{"scripts_only", "-", "failed", true, true, true, "script=failed rerun=failed", "not_committed", 1, false},
-		{"scripts_only", "-", "failed", true, true, false, "script=failed", "not_committed", 1, false},
-		{"scripts_only", "-", "failed", true, false, true, "script=failed rerun=failed", "not_committed", 1, false},
-		{"scripts_only", "-", "failed", true, false, false, "script=failed", "not_committed", 1, false},
-		{"scripts_only", "-", "failed", false, true, true, "script=failed rerun=failed", "not_committed", 1, false},
-		{"scripts_only", "-", "failed", false, true, false, "script=failed", "not_committed", 1, false},
-		{"scripts_only", "-", "failed", false, false, true, "script=failed rerun=failed", "not_committed", 1, false},
-		{"scripts_only", "-", "failed", false, false, false, "script=failed", "not_committed", 1, false},
-		{"scripts_only", "-", "in_doubt", true, true, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
-		{"scripts_only", "-", "in_doubt", true, true, false, "script=in_doubt", "not_committed", 1, false},
-		{"scripts_only", "-", "in_doubt", true, false, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
-		{"scripts_only", "-", "in_doubt", true, false, false, "script=in_doubt", "not_committed", 1, false},
-		{"scripts_only", "-", "in_doubt", false, true, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
-		{"scripts_only", "-", "in_doubt", false, true, false, "script=in_doubt", "not_committed", 1, false},
-		{"scripts_only", "-", "in_doubt", false, false, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
-		{"scripts_only", "-", "in_doubt", false, false, false, "script=in_doubt", "not_committed", 1, false},
-		{"noop", "-", "ok", true, true, true, "script=ok", "committed", 0, false},
-		{"noop", "-", "ok", true, true, false, "script=ok", "committed", 0, false},
-		{"noop", "-", "ok", true, false, true, "script=ok", "committed", 0, false},
-		{"noop", "-", "ok", true, false, false, "script=ok", "committed", 0, false},
-		{"noop", "-", "ok", false, true, true, "script=ok", "committed", 0, false},
-		{"noop", "-", "ok", false, true, false, "script=ok", "committed", 0, false},
-		{"noop", "-", "ok", false, false, true, "script=ok", "committed", 0, false},
-		{"noop", "-", "ok", false, false, false, "script=ok", "committed", 0, false},
-		{"noop", "-", "failed", true, true, true, "script=failed rerun=failed", "not_committed", 1, false},
-		{"noop", "-", "failed", true, true, false, "script=failed", "not_committed", 1, false},
-		{"noop", "-", "failed", true, false, true, "script=failed rerun=failed", "not_committed", 1, false},
-		{"noop", "-", "failed", true, false, false, "script=failed", "not_committed", 1, false},
-		{"noop", "-", "failed", false, true, true, "script=failed rerun=failed", "not_committed", 1, false},
-		{"noop", "-", "failed", false, true, false, "script=failed", "not_committed", 1, false},
-		{"noop", "-", "failed", false, false, true, "script=failed rerun=failed", "not_committed", 1, false},
-		{"noop", "-", "failed", false, false, false, "script=failed", "not_committed", 1, false},
-		{"noop", "-", "in_doubt", true, true, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
-		{"noop", "-", "in_doubt", true, true, false, "script=in_doubt", "not_committed", 1, false},
-		{"noop", "-", "in_doubt", true, false, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
-		{"noop", "-", "in_doubt", true, false, false, "script=in_doubt", "not_committed", 1, false},
-		{"noop", "-", "in_doubt", false, true, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
-		{"noop", "-", "in_doubt", false, true, false, "script=in_doubt", "not_committed", 1, false},
-		{"noop", "-", "in_doubt", false, false, true, "script=in_doubt rerun=in_doubt", "not_committed", 1, false},
-		{"noop", "-", "in_doubt", false, false, false, "script=in_doubt", "not_committed", 1, false},
-	} {
-		name := tc.mode + "/" + tc.builtin + "/" + tc.script
-		f := &fakeRunner{builtin: tc.builtin, script: tc.script, rerun: tc.script}
-		p := policyPlan(t, tc.mode, tc.rbPass, tc.rbPost, tc.rerun, "[{file: s.sh}]", false)
-		out, err := runFake(t, f, p)
-		if err != nil {
-			t.Fatalf("%s: Run: %v", name, err)
+	for _, tc := range policyCases {
+		checkPolicyCase(t, tc)
+	}
+}
+
+// checkPolicyCase runs the rotation of one row and checks its outcome, its
+// step results and the runner's lifecycle.
+func checkPolicyCase(t *testing.T, tc policyCase) {
+	t.Helper()
+	name := tc.name()
+	f := &fakeRunner{builtin: tc.builtin, script: tc.script, rerun: tc.script}
+	p := policyPlan(t, tc.mode, tc.rbPass, tc.rbPost, tc.rerun, "[{file: s.sh}]", false)
+	out, err := runFake(t, f, p)
+	if err != nil {
+		t.Fatalf("%s: Run: %v", name, err)
+	}
+	checkPolicyOutcome(t, tc, out)
+	checkPublishedResults(t, name, f, out)
+	checkRunnerLifecycle(t, name, f)
+}
+
+// checkPolicyOutcome checks the steps, effect, unresolved count and
+// may-have-changed flag the row expects, and the verdicts derived from them.
+func checkPolicyOutcome(t *testing.T, tc policyCase, out Outcome) {
+	t.Helper()
+	name := tc.name()
+	if got := stepsOf(out); got != tc.steps || out.Effect != tc.effect || out.Unresolved != tc.unresolved || out.MayHaveChanged != tc.mayHaveChanged {
+		t.Errorf("%s rbPass=%v rbPost=%v rerun=%v: %q %s unresolved %d changed %v; want %q %s %d %v (%s)", name, tc.rbPass, tc.rbPost, tc.rerun,
+			got, out.Effect, out.Unresolved, out.MayHaveChanged, tc.steps, tc.effect, tc.unresolved, tc.mayHaveChanged, out.Note)
+	}
+	if out.Success() != (tc.effect == EffectCommitted && tc.unresolved == 0) || out.Commits() != (tc.effect == EffectCommitted) || !out.Sent {
+		t.Errorf("%s: success %v commits %v sent %v", name, out.Success(), out.Commits(), out.Sent)
+	}
+}
+
+// checkPublishedResults checks that the results come in step order and
+// that each step has a published result that agrees with it.
+func checkPublishedResults(t *testing.T, name string, f *fakeRunner, out Outcome) {
+	t.Helper()
+	for i, rr := range out.Results {
+		if rr.Step != i+1 {
+			t.Errorf("%s: result %d is step %d", name, i, rr.Step)
 		}
-		if got := stepsOf(out); got != tc.steps || out.Effect != tc.effect || out.Unresolved != tc.unresolved || out.MayHaveChanged != tc.mayHaveChanged {
-			t.Errorf("%s rbPass=%v rbPost=%v rerun=%v: %q %s unresolved %d changed %v; want %q %s %d %v (%s)", name, tc.rbPass, tc.rbPost, tc.rerun,
-				got, out.Effect, out.Unresolved, out.MayHaveChanged, tc.steps, tc.effect, tc.unresolved, tc.mayHaveChanged, out.Note)
+		if pub, ok := f.published[rr.Step]; !ok || pub.Success != rr.Success {
+			t.Errorf("%s: step %d has no published result", name, rr.Step)
 		}
-		if out.Success() != (tc.effect == EffectCommitted && tc.unresolved == 0) || out.Commits() != (tc.effect == EffectCommitted) || !out.Sent {
-			t.Errorf("%s: success %v commits %v sent %v", name, out.Success(), out.Commits(), out.Sent)
-		}
-		for i, rr := range out.Results {
-			if rr.Step != i+1 {
-				t.Errorf("%s: result %d is step %d", name, i, rr.Step)
-			}
-			if pub, ok := f.published[rr.Step]; !ok || pub.Success != rr.Success {
-				t.Errorf("%s: step %d has no published result", name, rr.Step)
-			}
-		}
-		if f.begun != 1 || f.ended != 1 || len(f.events) != 1 || f.events[0].Kind != "started" {
-			t.Errorf("%s: begun %d ended %d events %+v", name, f.begun, f.ended, f.events)
-		}
+	}
+}
+
+// checkRunnerLifecycle checks that the rotation began and ended once and
+// announced its start, and nothing else.
+func checkRunnerLifecycle(t *testing.T, name string, f *fakeRunner) {
+	t.Helper()
+	if f.begun != 1 || f.ended != 1 || len(f.events) != 1 || f.events[0].Kind != "started" {
+		t.Errorf("%s: begun %d ended %d events %+v", name, f.begun, f.ended, f.events)
 	}
 }
 
