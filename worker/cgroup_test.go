@@ -21,6 +21,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/local"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // deadWorkerEnv, set in the environment of this test binary run again,
@@ -83,7 +84,7 @@ func TestStartSweepsDeadWorkersScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-ended
-	eventually(t, "the script dies with its worker", func() bool { return !running(script) })
+	workertest.Eventually(t, within, "the script dies with its worker", func() bool { return !running(script) })
 	if !running(child) {
 		t.Fatalf("setsid child %d died with the worker: nothing left for the sweep", child)
 	}
