@@ -20,6 +20,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // deployment is a serve process with its inventory, data and addresses.
@@ -114,19 +115,15 @@ func (d *deployment) rotate(user string) runs.Run {
 	return run
 }
 
+// wait waits until the API reports rotation id finished and returns it.
 func (d *deployment) wait(id string) server.View {
 	d.t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		var v server.View
-		if d.api.do("GET", "/v1/rotations/"+id, nil, &v) == http.StatusOK && v.Finished() {
-			return v
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("rotation %s not finished: %+v", id, v)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var v server.View
+	workertest.Eventually(d.t, 2*time.Minute, "rotation "+id+" finished", func() bool {
+		v = server.View{}
+		return d.api.do("GET", "/v1/rotations/"+id, nil, &v) == http.StatusOK && v.Finished()
+	})
+	return v
 }
 
 // ran returns the scripts that ran, in order.
