@@ -119,27 +119,23 @@ func TestStartSweepsDeadWorkersScripts(t *testing.T) {
 // when ended is closed first or after 10s.
 func waitPIDFile(t *testing.T, dir, name string, ended <-chan struct{}) int {
 	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if data, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
-			pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
-			return pid
-		}
+	var data []byte
+	workertest.Eventually(t, 10*time.Second, name+" written", func() bool {
 		select {
 		case <-ended:
 			t.Fatalf("the worker ended before its script wrote %s", name)
-		case <-deadline.C:
-			t.Fatalf("no %s within 10s", name)
-		case <-tick.C:
+		default:
 		}
+		var err error
+		data, err = os.ReadFile(filepath.Join(dir, name))
+		return err == nil
+	})
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	return pid
 }
 
 // running reports whether process pid runs (a zombie does not).

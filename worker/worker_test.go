@@ -86,13 +86,13 @@ func setup(t *testing.T, cfg config, mod func(*Options)) (*Worker, *bundle) {
 	nc, js := b.connect(t)
 	b.js = js
 	ctx := t.Context()
-	var err error
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.TasksStream(), Subjects: []string{b.subj.AllTasks()}, Retention: jetstream.WorkQueuePolicy}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: b.subj.ResultsStream(), Subjects: []string{b.subj.AllResults(), b.subj.AllRefused()}}); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	b.consumer, err = js.CreateConsumer(ctx, b.subj.TasksStream(), jetstream.ConsumerConfig{
 		Durable: b.subj.Consumer(host), FilterSubject: b.subj.Tasks(host), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: cfg.ackWait, MaxAckPending: 1, MaxDeliver: cfg.maxDeliver,
