@@ -331,21 +331,6 @@ func (d *deployment) exec(c testcontainers.Container, cmd ...string) string {
 	return string(out)
 }
 
-// logs returns the output of c so far.
-func (d *deployment) logs(c testcontainers.Container) string {
-	d.t.Helper()
-	r, err := c.Logs(d.t.Context())
-	if err != nil {
-		d.t.Fatalf("logs: %v", err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		d.t.Fatalf("logs: %v", err)
-	}
-	return string(b)
-}
-
 func (d *deployment) dumpLogs(c testcontainers.Container) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
