@@ -198,8 +198,9 @@ compose-up: ## Start docker-compose.yml (NATS cluster, serve, workers, machines)
 compose-down: ## Stop docker-compose.yml and remove its containers, networks and volumes
 	POSTROTATE_TAG=$(IMAGE_TAG) $(COMPOSE) down --volumes --remove-orphans
 
-# tests/integration (its own module, outside go.work: it imports nothing of
-# ours): the compose deployment in containers, against images built from
+# tests/integration (its own module, outside go.work, which takes the API
+# and wire types from this tree's modules through replace directives): the
+# compose deployment in containers, against images built from
 # this tree (make images: ≈ 15 s when the Debian root is cached),
 # through testcontainers-go, without its reaper (every test removes its
 # containers, network and volume itself).

@@ -21,6 +21,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/local"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // deadWorkerEnv, set in the environment of this test binary run again,
@@ -83,7 +84,7 @@ func TestStartSweepsDeadWorkersScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-ended
-	eventually(t, "the script dies with its worker", func() bool { return !running(script) })
+	workertest.Eventually(t, within, "the script dies with its worker", func() bool { return !running(script) })
 	if !running(child) {
 		t.Fatalf("setsid child %d died with the worker: nothing left for the sweep", child)
 	}
@@ -118,27 +119,23 @@ func TestStartSweepsDeadWorkersScripts(t *testing.T) {
 // when ended is closed first or after 10s.
 func waitPIDFile(t *testing.T, dir, name string, ended <-chan struct{}) int {
 	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if data, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
-			pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
-			return pid
-		}
+	var data []byte
+	workertest.Eventually(t, 10*time.Second, name+" written", func() bool {
 		select {
 		case <-ended:
 			t.Fatalf("the worker ended before its script wrote %s", name)
-		case <-deadline.C:
-			t.Fatalf("no %s within 10s", name)
-		case <-tick.C:
+		default:
 		}
+		var err error
+		data, err = os.ReadFile(filepath.Join(dir, name))
+		return err == nil
+	})
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	return pid
 }
 
 // running reports whether process pid runs (a zombie does not).

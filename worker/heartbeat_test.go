@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // registration reads a worker's registration; ok is false when it has none.
@@ -31,15 +33,33 @@ func (b *bundle) registration(t *testing.T, name string) (info messages.WorkerIn
 	return info, true
 }
 
-// waitRegistered waits until the worker is registered and returns its entry.
+// waitRegistered waits until the worker's registration is put in the
+// workers bucket and returns it.
 func (b *bundle) waitRegistered(t *testing.T, name string) messages.WorkerInfo {
 	t.Helper()
 	var info messages.WorkerInfo
-	eventually(t, "registration of "+name, func() bool {
-		var ok bool
-		info, ok = b.registration(t, name)
-		return ok
+	b.watchRegistration(t, name, func(e jetstream.KeyValueEntry) bool {
+		info = decodeRegistration(t, e)
+		return true
 	})
+	return info
+}
+
+// watchRegistration waits until cond holds for a put of the worker's
+// registration (the current one, then each heartbeat).
+func (b *bundle) watchRegistration(t *testing.T, name string, cond func(jetstream.KeyValueEntry) bool) {
+	t.Helper()
+	workertest.WatchKey(t, b.kv(t, b.subj.WorkersBucket()), messages.WorkerKey(host, name), within, func(e jetstream.KeyValueEntry) bool {
+		return e.Operation() == jetstream.KeyValuePut && cond(e)
+	})
+}
+
+func decodeRegistration(t *testing.T, e jetstream.KeyValueEntry) messages.WorkerInfo {
+	t.Helper()
+	var info messages.WorkerInfo
+	if err := json.Unmarshal(e.Value(), &info); err != nil {
+		t.Fatalf("registration %s: %v", e.Key(), err)
+	}
 	return info
 }
 
@@ -60,9 +80,10 @@ func TestRegistrationIsRefreshedAndRemovedOnStop(t *testing.T) {
 		first.StartedAt.Before(before) || first.LastSeen.Before(first.StartedAt) {
 		t.Fatalf("registration = %+v", first)
 	}
-	eventually(t, "last_seen advances", func() bool {
-		info, ok := b.registration(t, "w1")
-		return ok && info.LastSeen.After(first.LastSeen) && info.StartedAt.Equal(first.StartedAt)
+	// last_seen advances.
+	b.watchRegistration(t, "w1", func(e jetstream.KeyValueEntry) bool {
+		info := decodeRegistration(t, e)
+		return info.LastSeen.After(first.LastSeen) && info.StartedAt.Equal(first.StartedAt)
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -83,15 +104,23 @@ func TestKilledWorkerRegistrationExpires(t *testing.T) {
 	nc, js := b.connect(t)
 	w := b.worker(t, js, &fakeExecutor{}, func(o *Options) { o.HeartbeatEvery = 100 * time.Millisecond })
 	start(t, w)
-	b.waitRegistered(t, "w1")
-	// Heartbeats keep the entry past its TTL.
-	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if _, ok := b.registration(t, "w1"); !ok {
-			t.Fatal("registration expired while the worker heartbeats")
+	first := b.waitRegistered(t, "w1")
+	// Heartbeats keep the entry past its TTL: each put comes before the
+	// previous one expired, for longer than the TTL.
+	prev := time.Time{}
+	b.watchRegistration(t, "w1", func(e jetstream.KeyValueEntry) bool {
+		if !prev.IsZero() && e.Created().Sub(prev) >= b.cfg.workerTTL {
+			t.Fatalf("registration expired while the worker heartbeats: no heartbeat for %s", e.Created().Sub(prev))
 		}
+		prev = e.Created()
+		return decodeRegistration(t, e).LastSeen.Sub(first.LastSeen) > 1500*time.Millisecond
+	})
+	if _, ok := b.registration(t, "w1"); !ok {
+		t.Fatal("registration expired while the worker heartbeats")
 	}
 	nc.Close() // the worker's process dies: no heartbeat, no deregistration
-	eventually(t, "registration of a dead worker expires", func() bool {
+	// An expiry leaves no entry to watch: polled.
+	workertest.Eventually(t, within, "registration of a dead worker expires", func() bool {
 		_, ok := b.registration(t, "w1")
 		return !ok
 	})
@@ -106,16 +135,11 @@ func TestBucketsMissing(t *testing.T) {
 		o.NakDelay = 100 * time.Millisecond
 		o.HeartbeatEvery = 100 * time.Millisecond
 	})
+	naks := b.naks(t)
 	start(t, w)
 	b.publish(t, task(1))
 	// Delivered again well before AckWait (30s): it was nak'd, not left.
-	eventually(t, "task nak'd and delivered again", func() bool {
-		info, err := b.consumer.Info(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.Delivered.Consumer >= 3
-	})
+	b.waitNaks(t, naks, 3)
 	if n := len(b.exec.Jobs()); n != 0 {
 		t.Fatalf("ran %d scripts without a started marker", n)
 	}
@@ -134,6 +158,34 @@ func TestBucketsMissing(t *testing.T) {
 		t.Fatalf("script ran %d times", n)
 	}
 	b.waitRegistered(t, "w1")
+}
+
+// naks subscribes to the nak advisories of host's consumer: JetStream
+// publishes one each time a worker naks a task.
+func (b *bundle) naks(t *testing.T) <-chan *nats.Msg {
+	t.Helper()
+	ch := make(chan *nats.Msg, 64)
+	subject := "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED." + b.subj.TasksStream() + "." + b.subj.Consumer(host)
+	sub, err := b.js.Conn().ChanSubscribe(subject, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return ch
+}
+
+// waitNaks waits for n nak advisories on naks: the task was delivered n
+// times, and nak'd each time.
+func (b *bundle) waitNaks(t *testing.T, naks <-chan *nats.Msg, n int) {
+	t.Helper()
+	timeout := time.After(within)
+	for i := range n {
+		select {
+		case <-naks:
+		case <-timeout:
+			t.Fatalf("%d of %d naks within %s", i, n, within)
+		}
+	}
 }
 
 func TestNewRejectsNegativeDurations(t *testing.T) {

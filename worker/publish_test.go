@@ -21,6 +21,7 @@ import (
 	"github.com/postrotate/postrotate/executor/local"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/worker/natsconn"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // A script printing far more than the server's max_payload (1 MB by
@@ -125,6 +126,12 @@ func TestResultSurvivesBrokerRestart(t *testing.T) {
 			w := b.worker(t, wjs, exec, func(o *Options) { o.Logger = &log })
 			start(t, w)
 
+			stored, err := b.js.OrderedConsumer(t.Context(), b.subj.ResultsStream(), jetstream.OrderedConsumerConfig{
+				FilterSubjects: []string{b.subj.Result("rot-1", 1)},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
 			tk := task(1)
 			tk.Script.Content = []byte("echo changed\n")
 			b.publish(t, tk)
@@ -135,12 +142,16 @@ func TestResultSurvivesBrokerRestart(t *testing.T) {
 					t.Fatal("the worker published no result within 20s")
 				}
 			} else {
-				waitFor(t, 20*time.Second, "result stored", func(ctx context.Context) bool { return b.resultsOn(ctx, msgID) == 1 })
+				// Stored: the results stream delivers it.
+				workertest.Next(t, stored, 20*time.Second)
 			}
 			br.restart(t)
 			restarted := time.Now()
 
-			waitFor(t, 15*time.Second, "task acknowledged after the restart", func(ctx context.Context) bool {
+			// An ack publishes no event: polled.
+			workertest.Eventually(t, 15*time.Second, "task acknowledged after the restart", func() bool {
+				ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+				defer cancel()
 				return b.pending(ctx) == 0
 			})
 			t.Logf("acknowledged %s after the restart", time.Since(restarted).Round(time.Millisecond))
@@ -195,7 +206,7 @@ type broker struct {
 
 func startBroker(t *testing.T) *broker {
 	t.Helper()
-	br := &broker{opts: server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}}
+	br := &broker{opts: server.Options{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()}}
 	br.start(t)
 	br.addr = br.srv.Addr().String()
 	br.url = "nats://" + br.addr
@@ -206,26 +217,15 @@ func startBroker(t *testing.T) *broker {
 	if br.opts.Port, err = strconv.Atoi(port); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		br.mu.Lock()
-		defer br.mu.Unlock()
-		br.srv.Shutdown()
-		br.srv.WaitForShutdown()
-	})
 	return br
 }
 
+// start starts the server on br's port and store; it is shut down when the
+// test ends, if it still runs.
 func (br *broker) start(t *testing.T) {
 	t.Helper()
 	opts := br.opts
-	srv, err := server.NewServer(&opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	srv := workertest.Server(t, &opts)
 	br.mu.Lock()
 	br.srv = srv
 	br.mu.Unlock()
@@ -300,24 +300,6 @@ func (b *bundle) pending(ctx context.Context) int {
 		return -1
 	}
 	return int(info.State.Msgs)
-}
-
-// waitFor polls cond until it holds, failing the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func(context.Context) bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-		ok := cond(ctx)
-		cancel()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // link is a TCP proxy between a client and the broker that can lose what

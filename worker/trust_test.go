@@ -333,15 +333,10 @@ func TestTrustRedeliveryIsNotAReplay(t *testing.T) {
 func TestTrustWithoutBucketRetries(t *testing.T) {
 	t.Parallel()
 	tr := setupTrusted(t, config{noBuckets: true, maxDeliver: -1}, func(o *Options) { o.NakDelay = 100 * time.Millisecond })
+	naks := tr.naks(t)
 	start(t, tr.w)
 	tr.send(t, signed(t, tr.coord, tr.touching(1, "later"), tr.trust.CurveKey()))
-	eventually(t, "task nak'd and delivered again", func() bool {
-		info, err := tr.consumer.Info(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.Delivered.Consumer >= 3
-	})
+	tr.waitNaks(t, naks, 3)
 	if tr.exists("later") {
 		t.Fatal("the script ran without a replay check")
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/layout"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 func TestMain(m *testing.M) {
@@ -81,15 +82,7 @@ func setup(t *testing.T, cfg config, mod func(*Options)) (*Worker, *bundle) {
 	cfg.ackWait = cmp.Or(cfg.ackWait, 30*time.Second)
 	cfg.maxDeliver = cmp.Or(cfg.maxDeliver, 5)
 	cfg.workerTTL = cmp.Or(cfg.workerTTL, 30*time.Second)
-	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	srv := workertest.Server(t, &server.Options{DontListen: true})
 	b := &bundle{srv: srv, cfg: cfg, exec: &fakeExecutor{}, results: make(chan messages.RotationResult, 100), refused: make(chan messages.RotationResult, 100)}
 	nc, js := b.connect(t)
 	b.js = js
@@ -103,6 +96,7 @@ func setup(t *testing.T, cfg config, mod func(*Options)) (*Worker, *bundle) {
 	if err := lay.EnsureHosts(ctx, js, host); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	if b.consumer, err = js.Consumer(ctx, b.subj.TasksStream(), b.subj.Consumer(host)); err != nil {
 		t.Fatal(err)
 	}
@@ -182,30 +176,15 @@ func (b *bundle) kv(t *testing.T, bucket string) jetstream.KeyValue {
 	return kv
 }
 
-// eventually polls cond until it holds, failing the test after 10s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 30s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// within bounds every wait of these tests: long enough for a loaded
+// machine running three test binaries at once.
+const within = 30 * time.Second
 
+// start starts w for the test; it stops gracefully (within 10s) when the
+// test ends.
 func start(t *testing.T, w *Worker) {
 	t.Helper()
-	if err := w.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := w.Stop(ctx); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
+	workertest.Start(t, w, 10*time.Second)
 }
 
 func task(step int) messages.Task {
@@ -243,11 +222,11 @@ func (b *bundle) result(t *testing.T) messages.RotationResult {
 	}
 }
 
-// waitDrained waits until the task stream is empty: every task acked or terminated.
+// waitDrained waits until the task stream is empty: every task acked or
+// terminated (an ack publishes no event: polled).
 func (b *bundle) waitDrained(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	workertest.Eventually(t, 10*time.Second, "task stream drained", func() bool {
 		s, err := b.js.Stream(t.Context(), b.subj.TasksStream())
 		if err != nil {
 			t.Fatal(err)
@@ -256,14 +235,8 @@ func (b *bundle) waitDrained(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task stream still holds %d messages", info.State.Msgs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return info.State.Msgs == 0
+	})
 }
 
 func TestRunsTaskAndPublishesResult(t *testing.T) {

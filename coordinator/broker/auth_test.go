@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
 	"github.com/postrotate/postrotate/messages"
@@ -24,6 +25,10 @@ import (
 	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker/natsconn"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // logLines collects a logger's JSON lines.
 type logLines struct {

@@ -18,6 +18,7 @@ import (
 	"github.com/postrotate/postrotate/messages/envelope"
 	"github.com/postrotate/postrotate/worker"
 	"github.com/postrotate/postrotate/worker/natsconn"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // syncBuffer is a bytes.Buffer safe for concurrent use.
@@ -97,24 +98,21 @@ func startServeOn(t *testing.T, data, httpAddr, natsAddr string, extra ...string
 		return code
 	}
 	t.Cleanup(func() { sv.stop() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(sv.url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return sv
-			}
-		}
+	// Up when /healthz answers 200 (serve announces it nowhere else).
+	workertest.Eventually(t, 30*time.Second, "serve up", func() bool {
 		select {
 		case code := <-done:
 			t.Fatalf("serve exited %d\n%s", code, sv.logs.String())
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve not up\n%s", sv.logs.String())
+		resp, err := http.Get(sv.url + "/healthz")
+		if err != nil {
+			return false
 		}
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return sv
 }
 
 // startCredsWorker runs a worker as postrotate-worker --creds does: its
@@ -145,15 +143,8 @@ func startCredsWorker(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 0)
-		defer cancel()
-		_ = w.Stop(ctx)
-		nc.Close()
-	})
+	t.Cleanup(nc.Close) // after the worker stopped
+	workertest.Start(t, w, 0)
 }
 
 // serve with its defaults: the embedded NATS admits only enrolled workers,

@@ -21,6 +21,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // deployment is a serve process with its inventory, data and addresses.
@@ -115,19 +116,15 @@ func (d *deployment) rotate(user string) runs.Run {
 	return run
 }
 
+// wait waits until the API reports rotation id finished and returns it.
 func (d *deployment) wait(id string) rotation.View {
 	d.t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		var v rotation.View
-		if d.api.do("GET", "/v1/rotations/"+id, nil, &v) == http.StatusOK && v.Finished() {
-			return v
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("rotation %s not finished: %+v", id, v)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var v rotation.View
+	workertest.Eventually(d.t, 2*time.Minute, "rotation "+id+" finished", func() bool {
+		v = rotation.View{}
+		return d.api.do("GET", "/v1/rotations/"+id, nil, &v) == http.StatusOK && v.Finished()
+	})
+	return v
 }
 
 // ran returns the scripts that ran, in order.

@@ -29,6 +29,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // faultInventory: bob's one script runs on the gateway gw. It writes the
@@ -112,16 +113,16 @@ func holds(v server.RecordView, pw, source string) bool {
 // pidOf reads a pid file.
 func pidOf(t *testing.T, path string) int {
 	t.Helper()
-	waitFile(t, path)
-	for range 100 {
-		data, _ := os.ReadFile(path)
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
-			return pid
+	var pid int
+	workertest.Eventually(t, 30*time.Second, path+" holds a pid", func() bool {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return false
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s holds no pid", path)
-	return 0
+		pid, err = strconv.Atoi(strings.TrimSpace(string(data)))
+		return err == nil
+	})
+	return pid
 }
 
 // alive reports whether pid is a live process (a zombie counts as dead).
@@ -198,17 +199,10 @@ func TestFaultDiskFull(t *testing.T) {
 	pw := d.target()
 
 	// The outcome cannot be stored: serve says so, the run stays running.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	workertest.Eventually(t, 60*time.Second, "/healthz says the disk is full", func() bool {
 		code, body := d.api.health()
-		if code == http.StatusServiceUnavailable && strings.Contains(body, "write") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/healthz with the disk full: %d %s", code, body)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "write")
+	})
 	var v rotation.View
 	if d.api.do("GET", "/v1/rotations/"+run.ID, nil, &v) == http.StatusOK && v.Finished() {
 		t.Fatalf("reported finished while its outcome cannot be stored: %+v", v)

@@ -15,6 +15,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 var bins struct {
@@ -44,9 +48,10 @@ func TestMain(m *testing.M) {
 	bins.postrotate = build("postrotate", "github.com/postrotate/postrotate/coordinator/cmd/postrotate")
 	bins.worker = build("postrotate-worker", "github.com/postrotate/postrotate/worker/cmd/postrotate-worker")
 	bins.natsServer = build("nats-server", "github.com/nats-io/nats-server/v2")
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}))
 }
 
 // syncBuffer collects a process's output while the test reads it.
@@ -141,18 +146,14 @@ func (p *proc) waitExit(d time.Duration) error {
 // waitLog waits until the process logged s.
 func (p *proc) waitLog(s string) {
 	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.logs.String(), s) {
+	workertest.Eventually(p.t, 30*time.Second, fmt.Sprintf("%s logs %q", p.name, s), func() bool {
 		select {
 		case <-p.exited:
 			p.t.Fatalf("%s exited (%v) before logging %q", p.name, p.err, s)
 		default:
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not log %q within 30s", p.name, s)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.Contains(p.logs.String(), s)
+	})
 }
 
 func freeAddr(t *testing.T) string {
@@ -167,16 +168,10 @@ func freeAddr(t *testing.T) string {
 
 func waitFile(t *testing.T, path string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never appeared", path)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	workertest.Eventually(t, 30*time.Second, path+" appears", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
 }
 
 func touch(t *testing.T, path string) {
@@ -220,11 +215,7 @@ func (a api) do(method, path string, body any, out any) int {
 // waitUp waits until GET /healthz answers 200.
 func (a api) waitUp() {
 	a.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for a.do("GET", "/healthz", nil, nil) != http.StatusOK {
-		if time.Now().After(deadline) {
-			a.t.Fatalf("%s not healthy within 30s", a.base)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	workertest.Eventually(a.t, 30*time.Second, a.base+" healthy", func() bool {
+		return a.do("GET", "/healthz", nil, nil) == http.StatusOK
+	})
 }

@@ -11,8 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/postrotate/postrotate/coordinator/password"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 func load(t *testing.T, name string) *Inventory {
 	t.Helper()

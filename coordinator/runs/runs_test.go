@@ -6,12 +6,18 @@ import (
 	"fmt"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/postrotate/postrotate/coordinator/broker"
 	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/layout"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // openStore returns a runs store over a fresh broker, and the test's context.
 func openStore(t *testing.T) (*runs.Store, context.Context) {

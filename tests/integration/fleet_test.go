@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/postrotate/postrotate/coordinator/rotation"
+	"github.com/postrotate/postrotate/coordinator/server"
 )
 
 // The fleet: fleetUsers users on web-01 (its own worker) and as many on
@@ -42,7 +45,7 @@ func TestFleetWhileWorkerRestarts(t *testing.T) {
 
 	var (
 		mu      sync.Mutex
-		done    []rotation
+		done    []rotation.View
 		ndone   atomic.Int64
 		quarter = make(chan struct{})
 		once    sync.Once
@@ -60,7 +63,7 @@ func TestFleetWhileWorkerRestarts(t *testing.T) {
 					return
 				}
 				prev = id
-				r, err := d.tryWait(id, 5*time.Minute, 100*time.Millisecond)
+				r, err := d.tryWait(id, 5*time.Minute)
 				if err != nil {
 					t.Errorf("rotation %s of %s: %v", id, user, err)
 					return
@@ -101,7 +104,7 @@ func TestFleetWhileWorkerRestarts(t *testing.T) {
 
 	// Every rotation: completed, committed, its two steps in order.
 	type ran struct {
-		r    rotation
+		r    rotation.View
 		step int // index in r.Results
 	}
 	byHost := map[string][]ran{}
@@ -162,9 +165,7 @@ func TestFleetWhileWorkerRestarts(t *testing.T) {
 
 	// Each user's password is the record's.
 	for _, user := range append(slices.Clone(webUsers), sshUsers...) {
-		var rec struct {
-			Password string `json:"password"`
-		}
+		var rec server.RecordView
 		d.call(http.MethodGet, "/v1/records/"+user+"?reveal=true", nil, http.StatusOK, &rec)
 		machine := d.web01
 		if strings.HasPrefix(user, "deploy-") {

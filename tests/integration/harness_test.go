@@ -15,17 +15,25 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
 	mobynet "github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/testcontainers/testcontainers-go"
 	tcexec "github.com/testcontainers/testcontainers-go/exec"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 	"github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
+
+	"github.com/postrotate/postrotate/coordinator/rotation"
+	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // TestMain silences testcontainers' own log (a dozen lines per container):
@@ -65,6 +73,17 @@ type deployment struct {
 
 	api   string // serve's API, http://127.0.0.1:PORT
 	token string
+
+	// js is the test's own client of the NATS cluster, through the client
+	// ports the nodes publish on the host: the tests wait on what the
+	// deployment publishes there (rotation events, results, worker
+	// registrations) instead of polling the API.
+	js   jetstream.JetStream
+	subj messages.Subjects
+
+	mu     sync.Mutex
+	finals map[string]chan struct{} // closed by the rotation's completed or failed event
+	ended  map[string]bool          // rotations whose channel is closed
 }
 
 // requireDocker skips the test, saying what is missing, unless a Docker
@@ -128,7 +147,8 @@ func setupWith(t *testing.T, o options) *deployment {
 	}
 	docker := requireDocker(t)
 	ctx := t.Context()
-	d := &deployment{t: t, docker: docker, nats: map[string]testcontainers.Container{}, gateways: map[string]testcontainers.Container{}}
+	d := &deployment{t: t, docker: docker, nats: map[string]testcontainers.Container{}, gateways: map[string]testcontainers.Container{},
+		finals: map[string]chan struct{}{}, ended: map[string]bool{}}
 
 	// The credentials volume the enrolment writes and the workers read;
 	// removed last, once no container uses it.
@@ -148,12 +168,21 @@ func setupWith(t *testing.T, o options) *deployment {
 	}
 	d.net = nw
 
+	// Each node's client port is published on the host, for the test's
+	// own client.
+	var hostURLs []string
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("nats-%d", i)
+		port := freePort(t)
+		hostURLs = append(hostURLs, "nats://127.0.0.1:"+strconv.Itoa(port))
 		d.nats[name] = d.run(name, imageNATS,
 			testcontainers.WithCmd("--server_name="+name, "--jetstream", "--store_dir=/data",
 				"--cluster_name=postrotate", "--cluster=nats://0.0.0.0:6222",
 				"--routes=nats://nats-1:6222,nats://nats-2:6222,nats://nats-3:6222", "--http_port=8222"),
+			testcontainers.WithExposedPorts("4222/tcp"),
+			testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+				hc.PortBindings = mobynet.PortMap{mobynet.MustParsePort("4222/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(port)}}}
+			}),
 			testcontainers.WithWaitStrategy(wait.ForLog("Server is ready").WithStartupTimeout(time.Minute)),
 		)
 	}
@@ -194,6 +223,9 @@ func setupWith(t *testing.T, o options) *deployment {
 		}),
 	)
 	d.waitHealthy(2 * time.Minute)
+	// serve has laid out the streams and buckets.
+	d.connect(hostURLs)
+	d.watchRotations()
 
 	// The enrolment, as compose's "enrol" job: deploy/compose/enrol.sh.
 	enrol := d.run("enrol", imageMachine,
@@ -299,21 +331,6 @@ func (d *deployment) exec(c testcontainers.Container, cmd ...string) string {
 	return string(out)
 }
 
-// logs returns the output of c so far.
-func (d *deployment) logs(c testcontainers.Container) string {
-	d.t.Helper()
-	r, err := c.Logs(d.t.Context())
-	if err != nil {
-		d.t.Fatalf("logs: %v", err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		d.t.Fatalf("logs: %v", err)
-	}
-	return string(b)
-}
-
 func (d *deployment) dumpLogs(c testcontainers.Container) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -331,43 +348,92 @@ func (d *deployment) dumpLogs(c testcontainers.Container) {
 	d.t.Logf("logs of %s (last %d lines):\n%s", name, len(lines), strings.Join(lines, "\n"))
 }
 
-// waitHealthy polls serve's /healthz until it answers 200.
+// waitHealthy waits until serve's /healthz answers 200 (serve announces
+// it nowhere else: polled).
 func (d *deployment) waitHealthy(timeout time.Duration) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	workertest.Eventually(d.t, timeout, "serve healthy", func() bool {
 		resp, err := http.Get(d.api + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("serve not healthy after %s: %v", timeout, err)
-		}
-		time.Sleep(500 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// connect opens the test's client of the NATS cluster at urls (the nodes'
+// ports on the host; the cluster's own addresses are not reachable from
+// here), closed when the test ends.
+func (d *deployment) connect(urls []string) {
+	d.t.Helper()
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("postrotate integration test"),
+		nats.IgnoreDiscoveredServers(), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		d.t.Fatalf("connect to NATS at %v: %v", urls, err)
+	}
+	d.t.Cleanup(nc.Close)
+	if d.js, err = jetstream.New(nc); err != nil {
+		d.t.Fatal(err)
 	}
 }
 
-// workerInfo is a live worker as GET /v1/workers lists it.
-type workerInfo struct {
-	Host      string    `json:"host"`
-	Name      string    `json:"name"`
-	StartedAt time.Time `json:"started_at"`
+// watchRotations follows the rotation events on the events stream until
+// the test ends: a completed or failed event closes the rotation's
+// finished channel.
+func (d *deployment) watchRotations() {
+	d.t.Helper()
+	cons, err := d.js.OrderedConsumer(d.t.Context(), d.subj.EventsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{d.subj.RotationEvent(messages.EventCompleted), d.subj.RotationEvent(messages.EventFailed)},
+	})
+	if err != nil {
+		d.t.Fatalf("follow the rotation events: %v", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var ev messages.RotationEvent
+		if json.Unmarshal(m.Data(), &ev) != nil {
+			return // its rotation's wait times out, showing the rotation
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if !d.ended[ev.RotationID] {
+			d.ended[ev.RotationID] = true
+			close(d.finishedLocked(ev.RotationID))
+		}
+	})
+	if err != nil {
+		d.t.Fatalf("follow the rotation events: %v", err)
+	}
+	d.t.Cleanup(cc.Stop)
 }
 
-// waitWorkers waits until every host has a live registered worker.
+// finished returns the channel closed by rotation id's final event.
+func (d *deployment) finished(id string) <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.finishedLocked(id)
+}
+
+func (d *deployment) finishedLocked(id string) chan struct{} {
+	ch, ok := d.finals[id]
+	if !ok {
+		ch = make(chan struct{})
+		d.finals[id] = ch
+	}
+	return ch
+}
+
+// waitWorkers waits until every host has a registered worker.
 func (d *deployment) waitWorkers(timeout time.Duration, hosts ...string) {
 	d.t.Helper()
-	d.waitWorkersBy(timeout, "host", func(w workerInfo) string { return w.Host }, hosts)
+	d.waitWorkersBy(timeout, "host", func(w messages.WorkerInfo) string { return w.Host }, hosts)
 }
 
 // waitWorkersStarted waits until each named worker is registered with a
 // start after since: restarted.
 func (d *deployment) waitWorkersStarted(timeout time.Duration, since time.Time, names ...string) {
 	d.t.Helper()
-	d.waitWorkersBy(timeout, "worker started after "+since.Format(time.RFC3339Nano), func(w workerInfo) string {
+	d.waitWorkersBy(timeout, "worker started after "+since.Format(time.RFC3339Nano), func(w messages.WorkerInfo) string {
 		if w.StartedAt.Before(since) {
 			return ""
 		}
@@ -375,29 +441,52 @@ func (d *deployment) waitWorkersStarted(timeout time.Duration, since time.Time, 
 	}, names)
 }
 
-func (d *deployment) waitWorkersBy(timeout time.Duration, what string, key func(workerInfo) string, want []string) {
+// waitWorkersBy watches the workers bucket, where each worker registers
+// and heartbeats, until a registration has each key of want.
+func (d *deployment) waitWorkersBy(timeout time.Duration, what string, key func(messages.WorkerInfo) string, want []string) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var workers []workerInfo
-		d.call(http.MethodGet, "/v1/workers", nil, http.StatusOK, &workers)
-		live := map[string]bool{}
-		for _, w := range workers {
-			live[key(w)] = true
+	ctx, cancel := context.WithTimeout(d.t.Context(), timeout)
+	defer cancel()
+	kv, err := d.js.KeyValue(ctx, d.subj.WorkersBucket())
+	if err != nil {
+		d.t.Fatalf("open the workers bucket: %v", err)
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		d.t.Fatalf("watch the workers bucket: %v", err)
+	}
+	defer func() { _ = w.Stop() }()
+	live := map[string]messages.WorkerInfo{} // by registration key
+	missing := func() []string {
+		have := map[string]bool{}
+		for _, info := range live {
+			have[key(info)] = true
 		}
-		missing := []string{}
+		var m []string
 		for _, k := range want {
-			if !live[k] {
-				missing = append(missing, k)
+			if !have[k] {
+				m = append(m, k)
 			}
 		}
-		if len(missing) == 0 {
-			return
+		return m
+	}
+	for len(missing()) > 0 {
+		select {
+		case e := <-w.Updates():
+			switch {
+			case e == nil: // the current registrations are all delivered
+			case e.Operation() != jetstream.KeyValuePut:
+				delete(live, e.Key())
+			default:
+				var info messages.WorkerInfo
+				if err := json.Unmarshal(e.Value(), &info); err != nil {
+					d.t.Fatalf("registration %s: %v", e.Key(), err)
+				}
+				live[e.Key()] = info
+			}
+		case <-ctx.Done():
+			d.t.Fatalf("no registered worker (%s) for %v after %s: %+v", what, missing(), timeout, live)
 		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("no live worker (%s) for %v after %s: %+v", what, missing, timeout, workers)
-		}
-		time.Sleep(500 * time.Millisecond)
 	}
 }
 
@@ -444,28 +533,6 @@ func (d *deployment) tryCall(method, path string, body any, want int, out any) e
 	return nil
 }
 
-// run is a rotation as GET /v1/rotations/{id} returns it.
-type rotation struct {
-	ID      string `json:"id"`
-	User    string `json:"user"`
-	State   string `json:"state"`
-	Effect  string `json:"effect"`
-	Results []struct {
-		UID      string `json:"uid"`
-		Name     string `json:"name"`
-		Step     int    `json:"step"`
-		Host     string `json:"host"`
-		Worker   string `json:"worker"`
-		Success  bool   `json:"success"`
-		ExitCode int    `json:"exit_code"`
-		Stdout   string `json:"stdout"`
-		Error    string `json:"error"`
-
-		StartedAt  time.Time `json:"started_at"`
-		FinishedAt time.Time `json:"finished_at"`
-	} `json:"results"`
-}
-
 // rotate starts a rotation of user and returns its id.
 func (d *deployment) rotate(user string) string {
 	d.t.Helper()
@@ -477,37 +544,42 @@ func (d *deployment) rotate(user string) string {
 }
 
 func (d *deployment) tryRotate(user string) (string, error) {
-	var r rotation
+	var r runs.Run
 	err := d.tryCall(http.MethodPost, "/v1/rotations", map[string]string{"user": user}, http.StatusAccepted, &r)
 	return r.ID, err
 }
 
-// wait polls the rotation until it is no longer running.
-func (d *deployment) wait(id string, timeout time.Duration) rotation {
+// wait waits for the rotation's completed or failed event and returns the
+// rotation as the API shows it then.
+func (d *deployment) wait(id string, timeout time.Duration) rotation.View {
 	d.t.Helper()
-	r, err := d.tryWait(id, timeout, 500*time.Millisecond)
+	r, err := d.tryWait(id, timeout)
 	if err != nil {
 		d.t.Fatal(err)
 	}
 	return r
 }
 
-// tryWait is wait polling every poll, returning its error.
-func (d *deployment) tryWait(id string, timeout, poll time.Duration) (rotation, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		var r rotation
-		if err := d.tryCall(http.MethodGet, "/v1/rotations/"+id, nil, http.StatusOK, &r); err != nil {
-			return r, err
-		}
-		if r.State != "running" {
-			return r, nil
-		}
-		if time.Now().After(deadline) {
-			return r, fmt.Errorf("rotation %s still running after %s: %+v", id, timeout, r)
-		}
-		time.Sleep(poll)
+// tryWait is wait returning its error: for other goroutines than the
+// test's.
+func (d *deployment) tryWait(id string, timeout time.Duration) (rotation.View, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var v rotation.View
+	select {
+	case <-d.finished(id):
+	case <-timer.C:
+		_ = d.tryCall(http.MethodGet, "/v1/rotations/"+id, nil, http.StatusOK, &v)
+		return v, fmt.Errorf("rotation %s: no completed or failed event after %s: %+v", id, timeout, v)
 	}
+	if err := d.tryCall(http.MethodGet, "/v1/rotations/"+id, nil, http.StatusOK, &v); err != nil {
+		return v, err
+	}
+	// The event follows the stored outcome.
+	if !v.Finished() {
+		return v, fmt.Errorf("rotation %s: its final event is out, the API says %s: %+v", id, v.State, v)
+	}
+	return v, nil
 }
 
 func freePort(t *testing.T) int {
@@ -529,20 +601,55 @@ func randomHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// waitFile waits until path exists in c.
+// step returns the index of the step of rotation id that runs script,
+// as the rotation's plan lists it.
+func (d *deployment) step(id, script string) int {
+	d.t.Helper()
+	var v rotation.View
+	d.call(http.MethodGet, "/v1/rotations/"+id, nil, http.StatusOK, &v)
+	for _, s := range v.Steps {
+		if s.Name == script {
+			return s.Index
+		}
+	}
+	d.t.Fatalf("rotation %s has no step running %s: %+v", id, script, v.Steps)
+	return 0
+}
+
+// results follows the results of step of rotation id on the results
+// stream, as its workers publish them (one, unless a refused task message
+// claimed the step too).
+func (d *deployment) results(id string, step int) jetstream.Consumer {
+	d.t.Helper()
+	cons, err := d.js.OrderedConsumer(d.t.Context(), d.subj.ResultsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{d.subj.Result(id, step)},
+	})
+	if err != nil {
+		d.t.Fatalf("follow the results of rotation %s step %d: %v", id, step, err)
+	}
+	return cons
+}
+
+// nextResult returns the next result of cons, failing the test after
+// timeout.
+func (d *deployment) nextResult(cons jetstream.Consumer, timeout time.Duration) messages.RotationResult {
+	d.t.Helper()
+	msg := workertest.Next(d.t, cons, timeout)
+	rr, err := messages.DecodeResult(msg.Data())
+	if err != nil {
+		d.t.Fatalf("result on %s: %v", msg.Subject(), err)
+	}
+	return rr
+}
+
+// waitFile waits until path exists in c (a file on a machine announces
+// itself nowhere: polled).
 func (d *deployment) waitFile(c testcontainers.Container, path string, timeout time.Duration) {
 	d.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	workertest.Eventually(d.t, timeout, path+" appears", func() bool {
 		code, _, err := c.Exec(d.t.Context(), []string{"test", "-e", path})
-		if err == nil && code == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("%s did not appear after %s", path, timeout)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err == nil && code == 0
+	})
 }
 
 // checkPassword fails the test unless password is user's in c's

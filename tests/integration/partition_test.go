@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,13 +44,13 @@ func TestSSHMachineDisconnected(t *testing.T) {
 	if first.Step != 1 || first.Success || !strings.Contains(first.Error, "ssh-01") {
 		t.Errorf("rotation %s step %d (%s): success %v, error %q; want step 1 failed, naming ssh-01", deploy, first.Step, first.Name, first.Success, first.Error)
 	}
-	// Within the step's deadline: the rotation step's timeout is 2 minutes;
-	// the SSH keepalive (15 s) finds the open connection dead, and a new
-	// dial gives up after 10 s.
-	stepTook := first.FinishedAt.Sub(first.StartedAt)
-	t.Logf("step 1 of deploy failed after %s", stepTook.Round(100*time.Millisecond))
-	if stepTook > 2*time.Minute || took > 2*time.Minute+30*time.Second {
-		t.Errorf("step 1 of deploy took %s (the rotation %s), more than its 2m deadline", stepTook, took)
+	// Failed by the gateway worker finding the machine gone (the SSH
+	// keepalive finds the open connection dead, a new dial gives up), not
+	// by the step's deadline passing (2 minutes): the worker reported it,
+	// and not as a timeout. (How long that took is logged, not asserted.)
+	t.Logf("step 1 of deploy failed after %s", first.FinishedAt.Sub(first.StartedAt).Round(100*time.Millisecond))
+	if !slices.Contains([]string{"gateway-1a", "gateway-1b"}, first.Worker) || strings.Contains(first.Error, "timed out after") {
+		t.Errorf("rotation %s step 1: worker %q, error %q; want a gateway-1 worker's report of the lost machine, not a timeout", deploy, first.Worker, first.Error)
 	}
 	for _, res := range r.Results[1:] {
 		if res.Name == "record-rotation.sh" && (res.Worker != "" || !strings.HasPrefix(res.Error, "not run")) {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postrotate/postrotate/coordinator/server"
 )
 
 // TestServeRestarted stops postrotate serve while a rotation's script runs
@@ -16,6 +18,7 @@ func TestServeRestarted(t *testing.T) {
 
 	d.exec(d.web01, "touch", "/tmp/hold")
 	id := d.rotate("app")
+	hold := d.step(id, "hold.sh")
 	d.waitFile(d.web01, "/tmp/held", time.Minute)
 
 	timeout := 20 * time.Second
@@ -24,8 +27,12 @@ func TestServeRestarted(t *testing.T) {
 	}
 	// The step finishes while serve is down: its result waits in the
 	// stream.
+	results := d.results(id, hold)
 	d.exec(d.web01, "rm", "/tmp/hold")
-	time.Sleep(2 * time.Second)
+	if res := d.nextResult(results, time.Minute); !res.Success || res.Name != "hold.sh" {
+		t.Fatalf("rotation %s: the result of step %d stored while serve is down: %s, success %v, error %q; want hold.sh's success",
+			id, hold, res.Name, res.Success, res.Error)
+	}
 	if err := d.serve.Start(t.Context()); err != nil {
 		t.Fatalf("start serve again: %v", err)
 	}
@@ -53,12 +60,7 @@ func TestServeRestarted(t *testing.T) {
 	}
 
 	// The record holds the new password, and it is app's on web-01.
-	var rec struct {
-		Password string `json:"password"`
-		History  []struct {
-			RotationID string `json:"rotation_id"`
-		} `json:"history"`
-	}
+	var rec server.RecordView
 	d.call(http.MethodGet, "/v1/records/app?reveal=true", nil, http.StatusOK, &rec)
 	if rec.Password == "" || rec.Password == "App-compose-demo-1" {
 		t.Fatalf("record app after the rotation: password not rotated")

@@ -1,69 +1,123 @@
 package integration
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-	"github.com/testcontainers/testcontainers-go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/postrotate/postrotate/coordinator/rotation"
+	"github.com/postrotate/postrotate/coordinator/runs"
+	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // TestGatewayWorkerKilled kills (SIGKILL) the gateway-1 worker container
-// whose SSH session runs a script on ssh-01: the other gateway worker gets
-// the task again, finds that the script was started and reports the step
-// interrupted, in doubt, without running it twice; the rotation goes on
-// with its next step. When the killed worker is back, a later rotation
-// completes.
+// whose SSH session runs a script on ssh-01, while nothing has reported
+// the step yet: the other gateway worker gets the task again (a later
+// delivery), finds the killed worker's started marker and reports the step
+// interrupted, in doubt, without running it, and acknowledges it, so that
+// nothing can run it later; the rotation goes on with its next step. When
+// the killed worker is back, later rotations complete.
 func TestGatewayWorkerKilled(t *testing.T) {
 	d := setupWith(t, options{inventory: "testdata/hold.yaml"})
 
 	d.exec(d.ssh01, "touch", "/tmp/hold")
 	id := d.rotate("deploy")
+	hold := d.step(id, "hold.sh")
+	results := d.results(id, hold)
 	d.waitFile(d.ssh01, "/tmp/held", time.Minute)
 
-	// Which gateway worker runs it: the one that logged its start.
-	name, victim := d.startedBy(id, "hold.sh", d.gateways)
+	// Who runs it: the worker whose started marker, written before the
+	// script starts, holds the task. No result yet: the step is running.
+	started := d.marker(id, hold)
+	if started.Attempt != 1 || !started.ReportedAt.IsZero() {
+		t.Fatalf("started marker of step %d: %+v, want attempt 1, not reported", hold, started)
+	}
+	name := started.Worker
+	victim, ok := d.gateways[name]
+	if !ok {
+		t.Fatalf("step %d started by %q, not one of gateway-1's workers %v", hold, name, slices.Sorted(maps.Keys(d.gateways)))
+	}
+	var survivor string
+	for n := range d.gateways {
+		if n != name {
+			survivor = n
+		}
+	}
+	var before rotation.View
+	d.call(http.MethodGet, "/v1/rotations/"+id, nil, http.StatusOK, &before)
+	if before.State != runs.StateRunning || slices.ContainsFunc(before.Results, func(r messages.RotationResult) bool { return r.Step == hold }) {
+		t.Fatalf("rotation %s before the kill: state %s, results %+v; want running, step %d not reported", id, before.State, before.Results, hold)
+	}
+
 	t.Logf("hold.sh runs over SSH from %s: killing it", name)
 	if _, err := d.docker.ContainerKill(t.Context(), victim.GetContainerID(), client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		t.Fatalf("kill %s: %v", name, err)
 	}
+	exited := d.docker.ContainerWait(t.Context(), victim.GetContainerID(), client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	select {
+	case <-exited.Result:
+	case err := <-exited.Error:
+		t.Fatalf("wait for %s to exit: %v", name, err)
+	}
 	killedAt := time.Now()
 
-	// The step stays held on ssh-01 (an orphan of the dropped session) until
-	// released; its outcome is unknown to postrotate.
-	r := d.wait(id, 3*time.Minute)
-	t.Logf("rotation %s finished %s after the kill", id, time.Since(killedAt).Round(time.Second))
-	d.exec(d.ssh01, "rm", "-f", "/tmp/hold")
+	// The step's result: the survivor's, at a later delivery, in doubt,
+	// naming the killed worker's start.
+	res := d.nextResult(results, 3*time.Minute)
+	t.Logf("step %d reported %s after the kill, at attempt %d", hold, time.Since(killedAt).Round(time.Second), res.Attempt)
+	want := fmt.Sprintf("in doubt: interrupted: the script was started by worker %q at %s (attempt 1) and its outcome is unknown; not run again",
+		name, started.StartedAt.UTC().Format(time.RFC3339))
+	if res.Success || !strings.HasPrefix(res.Error, want) || res.Worker != survivor || res.Attempt < 2 || res.Host != "gateway-1" {
+		t.Fatalf("step %d (hold.sh): success %v, error %q, worker %s, attempt %d, host %s;\nwant error %q..., by %s at attempt 2 or later on gateway-1",
+			hold, res.Success, res.Error, res.Worker, res.Attempt, res.Host, want, survivor)
+	}
 
-	if r.State != "failed" {
+	// The rotation goes on: rotate-linux, hold.sh, record-rotation.sh.
+	r := d.wait(id, 3*time.Minute)
+	if r.State != runs.StateFailed {
 		t.Fatalf("rotation %s: state %s, want failed (an interrupted step): %+v", id, r.State, r.Results)
 	}
-	// rotate-linux, hold.sh, record-rotation.sh.
 	if len(r.Results) != 3 {
 		t.Fatalf("rotation %s: %d results, want 3: %+v", id, len(r.Results), r.Results)
 	}
-	for _, res := range r.Results {
-		switch res.Name {
-		case "hold.sh":
-			if res.Success || !strings.Contains(res.Error, "in doubt: interrupted") || !strings.Contains(res.Error, name) {
-				t.Errorf("step %d (hold.sh): success %v, error %q; want in doubt, interrupted, naming %s", res.Step, res.Success, res.Error, name)
+	for _, rr := range r.Results {
+		switch {
+		case rr.Step == hold:
+			if rr.Error != res.Error || rr.Worker != res.Worker {
+				t.Errorf("step %d (hold.sh) in the API: worker %s, error %q; want the survivor's %q", rr.Step, rr.Worker, rr.Error, res.Error)
 			}
-			if res.Worker == name {
-				t.Errorf("step %d (hold.sh): reported by %s, which was killed", res.Step, res.Worker)
-			}
-		default:
-			if !res.Success {
-				t.Errorf("step %d (%s): success false, error %q", res.Step, res.Name, res.Error)
-			}
+		case !rr.Success:
+			t.Errorf("step %d (%s): success false, error %q", rr.Step, rr.Name, rr.Error)
 		}
 	}
-	// Not run twice: one start on ssh-01, also a while after the release.
-	time.Sleep(2 * time.Second)
-	if starts := strings.Fields(d.exec(d.ssh01, "cat", "/tmp/hold-starts")); len(starts) != 3 || starts[0] != id {
-		t.Errorf("ssh-01 /tmp/hold-starts: %q, want one start of rotation %s", starts, id)
+
+	// Not run twice, and nothing can run it later: the marker is still the
+	// killed worker's (a run writes its own first), and the task has left
+	// gateway-1's queue (an acknowledgement publishes no event: polled).
+	if m := d.marker(id, hold); m != started {
+		t.Errorf("started marker of step %d after the in-doubt report: %+v, want the killed worker's %+v", hold, m, started)
+	}
+	workertest.Eventually(t, time.Minute, "gateway-1's task queue empty", func() bool { return d.queued("gateway-1") == 0 })
+	// The killed worker's script, an orphan of its dropped session, ends
+	// once released; then the starts on ssh-01 are final.
+	d.exec(d.ssh01, "rm", "-f", "/tmp/hold")
+	workertest.Eventually(t, time.Minute, "hold.sh ended on ssh-01", func() bool {
+		code, _, err := d.ssh01.Exec(t.Context(), []string{"pgrep", "-f", "hold.sh"})
+		return err == nil && code == 1 // no process
+	})
+	if starts, want := strings.TrimSpace(d.exec(d.ssh01, "cat", "/tmp/hold-starts")), fmt.Sprintf("%s %d 1", id, hold); starts != want {
+		t.Errorf("ssh-01 /tmp/hold-starts: %q, want the one start %q (rotation, step, attempt)", starts, want)
 	}
 	if n := strings.Count(d.exec(d.ssh01, "cat", "/home/admin/rotations.log"), "password of deploy rotated"); n != 1 {
 		t.Errorf("ssh-01 ~admin/rotations.log: %d rotations of deploy, want 1", n)
@@ -79,7 +133,7 @@ func TestGatewayWorkerKilled(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		id2 := d.rotate("deploy")
 		r2 := d.wait(id2, 3*time.Minute)
-		if r2.State != "completed" || len(r2.Results) != 3 {
+		if r2.State != runs.StateCompleted || len(r2.Results) != 3 {
 			t.Fatalf("rotation %s after the restart: state %s, %d results: %+v", id2, r2.State, len(r2.Results), r2.Results)
 		}
 	}
@@ -91,22 +145,52 @@ func TestGatewayWorkerKilled(t *testing.T) {
 	}
 }
 
-// startedBy returns the worker of cs that logged the start of script in
-// rotation id ("script started", which a worker logs before it runs one).
-func (d *deployment) startedBy(id, script string, cs map[string]testcontainers.Container) (string, testcontainers.Container) {
+// startedMarker is what a worker writes to the started bucket before it
+// runs a task's script (the worker package's unexported startedMarker):
+// who started it, at which delivery, and when its result was published.
+type startedMarker struct {
+	Worker     string    `json:"worker"`
+	Host       string    `json:"host"`
+	Attempt    int       `json:"attempt"`
+	StartedAt  time.Time `json:"started_at"`
+	ReportedAt time.Time `json:"reported_at,omitzero"`
+}
+
+// marker reads the started marker of step of rotation id.
+func (d *deployment) marker(id string, step int) startedMarker {
 	d.t.Helper()
-	var found []string
-	for name, c := range cs {
-		for _, line := range strings.Split(d.logs(c), "\n") {
-			if strings.Contains(line, `"script started"`) && strings.Contains(line, `"rotation_id":"`+id+`"`) &&
-				strings.Contains(line, `"script":"`+script+`"`) {
-				found = append(found, name)
-				break
-			}
-		}
+	ctx, cancel := context.WithTimeout(d.t.Context(), 30*time.Second)
+	defer cancel()
+	kv, err := d.js.KeyValue(ctx, d.subj.StartedBucket())
+	if err != nil {
+		d.t.Fatalf("open the started bucket: %v", err)
 	}
-	if len(found) != 1 {
-		d.t.Fatalf("workers of %v that logged the start of %s in rotation %s: %v, want one", slices.Sorted(maps.Keys(cs)), script, id, found)
+	// The task id is "<rotation>-<step>", the key its host token.
+	key := messages.HostToken(fmt.Sprintf("%s-%d", id, step))
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		d.t.Fatalf("started marker of rotation %s step %d: %v", id, step, err)
 	}
-	return found[0], cs[found[0]]
+	var m startedMarker
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		d.t.Fatalf("started marker %s: %v", key, err)
+	}
+	return m
+}
+
+// queued counts the tasks of host in the task queue: published and not
+// yet acknowledged; -1 when it cannot tell.
+func (d *deployment) queued(host string) int {
+	ctx, cancel := context.WithTimeout(d.t.Context(), 10*time.Second)
+	defer cancel()
+	s, err := d.js.Stream(ctx, d.subj.TasksStream())
+	if err != nil {
+		return -1
+	}
+	subject := d.subj.Tasks(host)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return -1
+	}
+	return int(info.State.Subjects[subject])
 }

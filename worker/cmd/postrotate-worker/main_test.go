@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -18,11 +19,17 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"go.uber.org/goleak"
 
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
 	"github.com/postrotate/postrotate/messages/layout"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // writeCreds writes the credentials of host's worker (fresh keys) to a
 // 0600 file and returns it and its user's public key.
@@ -137,20 +144,20 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
+// wait waits until the worker logged a line with every field of want.
 func (r *running) wait(t *testing.T, want map[string]string) {
 	t.Helper()
-	l := r.logs
-	deadline := time.Now().Add(20 * time.Second)
-	for !l.has(want) {
+	workertest.Eventually(t, 20*time.Second, fmt.Sprintf("log line %v", want), func() bool {
+		if r.logs.has(want) {
+			return true
+		}
 		select {
 		case <-r.done:
-			t.Fatalf("the worker ended (%v) before logging %v:\n%s", r.err, want, l.String())
-		case <-time.After(20 * time.Millisecond):
+			t.Fatalf("the worker ended (%v) before logging %v:\n%s", r.err, want, r.logs.String())
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line %v:\n%s", want, l.String())
-		}
-	}
+		return false
+	})
 }
 
 // natsServer starts a nats-server with JetStream whose users are the
@@ -160,17 +167,8 @@ func natsServer(t *testing.T, users ...*server.NkeyUser) (*server.Server, *serve
 	t.Helper()
 	admin, _ := nkeys.CreateUser()
 	adminPub, _ := admin.PublicKey()
-	opts := &server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
-		Nkeys: append([]*server.NkeyUser{{Nkey: adminPub}}, users...)}
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, Nkeys: append([]*server.NkeyUser{{Nkey: adminPub}}, users...)}
+	srv := workertest.Server(t, opts)
 	adminOpt := nats.Nkey(adminPub, admin.Sign)
 	nc, err := nats.Connect(srv.ClientURL(), adminOpt)
 	if err != nil {
@@ -289,15 +287,7 @@ func TestRunLogsPermissionViolations(t *testing.T) {
 // does not know it, with a hint.
 func TestRunWithoutCreds(t *testing.T) {
 	t.Parallel()
-	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	srv := workertest.Server(t, &server.Options{Host: "127.0.0.1", Port: -1})
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)
