@@ -154,12 +154,7 @@ func TestServeWithGatewayAndMachineWorkers(t *testing.T) {
 	if v.State != runs.StateCompleted || len(v.Results) != 3 {
 		t.Fatalf("rotation: %+v", v)
 	}
-	want := [][2]string{{"gw", "gw-a"}, {"m1", "m1-a"}, {"gw", "gw-a"}}
-	for i, r := range v.Results {
-		if r.Host != want[i][0] || r.Worker != want[i][1] || !r.Success {
-			t.Errorf("result %d: host %s worker %s success %v, want %v", i+1, r.Host, r.Worker, r.Success, want[i])
-		}
-	}
+	checkResultWorkers(t, v, [][2]string{{"gw", "gw-a"}, {"m1", "m1-a"}, {"gw", "gw-a"}})
 	if got := d.ran(); got != "u,m,c" {
 		t.Fatalf("ran %s", got)
 	}
@@ -168,8 +163,24 @@ func TestServeWithGatewayAndMachineWorkers(t *testing.T) {
 		t.Errorf("GET /v1/workers: %d %v", code, workers)
 	}
 	checkNoSecret(t, d.serve, gw, m1)
+	checkRotateClient(t, d)
+}
 
-	// The command-line client: same output and exit codes as one-shot mode.
+// checkResultWorkers checks that every result of v succeeded on the host
+// and worker of want, in order.
+func checkResultWorkers(t *testing.T, v rotation.View, want [][2]string) {
+	t.Helper()
+	for i, r := range v.Results {
+		if r.Host != want[i][0] || r.Worker != want[i][1] || !r.Success {
+			t.Errorf("result %d: host %s worker %s success %v, want %v", i+1, r.Host, r.Worker, r.Success, want[i])
+		}
+	}
+}
+
+// checkRotateClient checks the command-line client `rotate --server`: same
+// output and exit codes as one-shot mode.
+func checkRotateClient(t *testing.T, d *deployment) {
+	t.Helper()
 	out, err := exec.Command(bins.postrotate, "rotate", "--server", d.api.base, "--user", "alice", "--wait", "--json").Output()
 	if err != nil {
 		t.Fatalf("rotate --server --wait: %v\n%s", err, out)
@@ -389,24 +400,7 @@ func TestServeRecordStore(t *testing.T) {
 	if v.State != runs.StateCompleted || v.Effect != "committed" {
 		t.Fatalf("rotation: %+v", v)
 	}
-
-	var rec server.RecordView
-	out, err := exec.Command(bins.postrotate, "records", "get", "alice", "--server", d.api.base, "--reveal", "--json").Output()
-	if err != nil || json.Unmarshal(out, &rec) != nil {
-		t.Fatalf("records get --reveal: %v\n%s", err, out)
-	}
-	newPassword := rec.Password
-	if rec.Source != "rotation" || len(newPassword) < 16 || len(rec.History) != 1 || rec.History[0].Password != "Marker-E2E-0ld-9d1c" {
-		t.Fatalf("record: %+v", rec)
-	}
-	out, err = exec.Command(bins.postrotate, "records", "get", "alice", "--server", d.api.base).Output()
-	if err != nil || strings.Contains(string(out), newPassword) || strings.Contains(string(out), "Marker-E2E") || !strings.Contains(string(out), "********") {
-		t.Fatalf("records get without --reveal: %v\n%s", err, out)
-	}
-	out, err = exec.Command(bins.postrotate, "records", "list", "--server", d.api.base).Output()
-	if err != nil || !strings.Contains(string(out), "alice") || !strings.Contains(string(out), "rotation") {
-		t.Fatalf("records list: %v\n%s", err, out)
-	}
+	newPassword := checkRecordsClient(t, d)
 
 	d.serve.signal(syscall.SIGTERM)
 	if err := d.serve.waitExit(30 * time.Second); err != nil {
@@ -416,8 +410,46 @@ func TestServeRecordStore(t *testing.T) {
 	if files := checkTreeNoSecret(t, filepath.Join(d.dir, "data"), secretForms(map[string]string{"old password": markerOld, "new password": newPassword})); files < 5 {
 		t.Fatalf("walk data: %d files", files)
 	}
+	checkServeRefusesOtherKey(t, d)
+}
 
-	// Another key: refused, saying why.
+// checkRecordsClient checks alice's record as the command-line client
+// shows it after one rotation, revealed, masked and in the list; it
+// returns the revealed new password.
+func checkRecordsClient(t *testing.T, d *deployment) string {
+	t.Helper()
+	newPassword := checkRevealedRecord(t, d)
+	out, err := exec.Command(bins.postrotate, "records", "get", "alice", "--server", d.api.base).Output()
+	if err != nil || strings.Contains(string(out), newPassword) || strings.Contains(string(out), "Marker-E2E") || !strings.Contains(string(out), "********") {
+		t.Fatalf("records get without --reveal: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bins.postrotate, "records", "list", "--server", d.api.base).Output()
+	if err != nil || !strings.Contains(string(out), "alice") || !strings.Contains(string(out), "rotation") {
+		t.Fatalf("records list: %v\n%s", err, out)
+	}
+	return newPassword
+}
+
+// checkRevealedRecord checks alice's record as `records get --reveal`
+// shows it after one rotation: the rotation's password, the inventory's in
+// the history. It returns the new password.
+func checkRevealedRecord(t *testing.T, d *deployment) string {
+	t.Helper()
+	var rec server.RecordView
+	out, err := exec.Command(bins.postrotate, "records", "get", "alice", "--server", d.api.base, "--reveal", "--json").Output()
+	if err != nil || json.Unmarshal(out, &rec) != nil {
+		t.Fatalf("records get --reveal: %v\n%s", err, out)
+	}
+	if rec.Source != "rotation" || len(rec.Password) < 16 || len(rec.History) != 1 || rec.History[0].Password != "Marker-E2E-0ld-9d1c" {
+		t.Fatalf("record: %+v", rec)
+	}
+	return rec.Password
+}
+
+// checkServeRefusesOtherKey starts serve on d's data directory with
+// another key: it is refused, saying why.
+func checkServeRefusesOtherKey(t *testing.T, d *deployment) {
+	t.Helper()
 	args := append(slices.Clone(d.serveArgs), "--key-file", filepath.Join(d.dir, "other.key"))
 	p := start(t, "serve-other-key", bins.postrotate, args...)
 	if err := p.waitExit(30 * time.Second); err == nil || !strings.Contains(p.logs.String(), "is not the key the data directory") {

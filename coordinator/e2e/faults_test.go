@@ -173,14 +173,7 @@ func TestFaultDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a 20 MiB tmpfs under --data (mount -t tmpfs): run as root, as CI does")
 	}
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount a tmpfs: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() }) // after serve is killed
+	mnt := mountTmpfs(t, "20m")
 	d := faultDeploy(t, false, "--data", filepath.Join(mnt, "data"))
 	d.worker("gw", "gw-a")
 	if v := d.wait(d.rotate("bob").ID); v.Effect != "committed" {
@@ -197,30 +190,12 @@ func TestFaultDiskFull(t *testing.T) {
 	fillUp(t, fill)
 	touch(t, filepath.Join(d.dir, "release"))
 	pw := d.target()
-
-	// The outcome cannot be stored: serve says so, the run stays running.
-	workertest.Eventually(t, 60*time.Second, "/healthz says the disk is full", func() bool {
-		code, body := d.api.health()
-		return code == http.StatusServiceUnavailable && strings.Contains(body, "write")
-	})
-	var v rotation.View
-	if d.api.do("GET", "/v1/rotations/"+run.ID, nil, &v) == http.StatusOK && v.Finished() {
-		t.Fatalf("reported finished while its outcome cannot be stored: %+v", v)
-	}
+	checkRunHeldUnstored(t, d, run.ID)
 
 	if err := os.Remove(fill); err != nil {
 		t.Fatal(err)
 	}
-	v = d.wait(run.ID)
-	if v.State != runs.StateCompleted || v.Effect != "committed" || strings.Contains(v.Note, "fail") {
-		t.Fatalf("rotation after space returned: %+v", v)
-	}
-	if rec := d.record("bob"); rec.Password != pw {
-		t.Fatalf("the record's password is not the one the target holds (source %s, %d history entries)", rec.Source, len(rec.History))
-	}
-	if code, body := d.api.health(); code != http.StatusOK {
-		t.Fatalf("/healthz after space returned: %d %s", code, body)
-	}
+	checkRunStoredOnceSpaceReturns(t, d, run.ID, pw)
 
 	// Writes work again without a restart: the next rotation too.
 	_ = os.Remove(filepath.Join(d.dir, "hold"))
@@ -232,6 +207,53 @@ func TestFaultDiskFull(t *testing.T) {
 	d.startServe()
 	if rec := d.record("bob"); rec.Password != pw {
 		t.Fatalf("after a restart, the record's password is not the one the target holds (source %s)", rec.Source)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size under the test's directory and
+// returns where; it is unmounted (lazily) when the test ends, after the
+// processes the test started are killed.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	return mnt
+}
+
+// checkRunHeldUnstored checks that, while the outcome of run id cannot be
+// stored, serve says so on /healthz and the run stays running.
+func checkRunHeldUnstored(t *testing.T, d *deployment, id string) {
+	t.Helper()
+	workertest.Eventually(t, 60*time.Second, "/healthz says the disk is full", func() bool {
+		code, body := d.api.health()
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "write")
+	})
+	var v rotation.View
+	if d.api.do("GET", "/v1/rotations/"+id, nil, &v) == http.StatusOK && v.Finished() {
+		t.Fatalf("reported finished while its outcome cannot be stored: %+v", v)
+	}
+}
+
+// checkRunStoredOnceSpaceReturns checks that run id, once space returns,
+// completes committed with pw, the password the target holds, in the
+// record, and that /healthz is well again.
+func checkRunStoredOnceSpaceReturns(t *testing.T, d *deployment, id, pw string) {
+	t.Helper()
+	v := d.wait(id)
+	if v.State != runs.StateCompleted || v.Effect != "committed" || strings.Contains(v.Note, "fail") {
+		t.Fatalf("rotation after space returned: %+v", v)
+	}
+	if rec := d.record("bob"); rec.Password != pw {
+		t.Fatalf("the record's password is not the one the target holds (source %s, %d history entries)", rec.Source, len(rec.History))
+	}
+	if code, body := d.api.health(); code != http.StatusOK {
+		t.Fatalf("/healthz after space returned: %d %s", code, body)
 	}
 }
 

@@ -109,62 +109,89 @@ type procText struct {
 	text  string
 }
 
+// procTable is what /proc said of every process on the machine: its
+// parent, its name and its command line.
+type procTable struct {
+	parent   map[int]int
+	comm     map[int]string
+	cmdlines map[int]string
+}
+
 // scanProcs reads the command line of every process on the machine, and
 // the environment of the processes in roots and their descendants. It
 // returns what it read and the command lines of the descendants.
 func scanProcs(t *testing.T, roots ...int) (texts []procText, descendants []string) {
 	t.Helper()
+	procs, texts := readProcTable(t)
+	for pid := range procs.tree(roots) {
+		env, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+		if err != nil {
+			continue // ended
+		}
+		texts = append(texts, procText{"pid " + strconv.Itoa(pid) + " (" + procs.comm[pid] + ") environ", strings.ReplaceAll(string(env), "\x00", "\n")})
+		if !slices.Contains(roots, pid) {
+			descendants = append(descendants, procs.cmdlines[pid])
+		}
+	}
+	return texts, descendants
+}
+
+// readProcTable reads the parent, name and command line of every process
+// under /proc, and returns them with the command lines as texts. A
+// process may end at any time: what cannot be read is skipped.
+func readProcTable(t *testing.T) (procTable, []procText) {
+	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatalf("read /proc: %v", err)
 	}
-	parent := map[int]int{}
-	cmdlines := map[int]string{}
-	comm := map[int]string{}
+	procs := procTable{parent: map[int]int{}, comm: map[int]string{}, cmdlines: map[int]string{}}
+	var texts []procText
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
 		dir := filepath.Join("/proc", e.Name())
-		// A process may end at any time: what cannot be read is skipped.
 		if stat, err := os.ReadFile(filepath.Join(dir, "stat")); err == nil {
-			// pid (comm) state ppid ...: comm may hold spaces and parens.
-			if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
-				comm[pid] = string(stat[strings.IndexByte(string(stat), '(')+1 : i])
-				if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
-					parent[pid], _ = strconv.Atoi(f[1])
-				}
-			}
+			procs.readStat(pid, string(stat))
 		}
 		if cmd, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
-			cmdlines[pid] = strings.ReplaceAll(string(cmd), "\x00", " ")
-			texts = append(texts, procText{"pid " + e.Name() + " (" + comm[pid] + ") cmdline", cmdlines[pid]})
+			procs.cmdlines[pid] = strings.ReplaceAll(string(cmd), "\x00", " ")
+			texts = append(texts, procText{"pid " + e.Name() + " (" + procs.comm[pid] + ") cmdline", procs.cmdlines[pid]})
 		}
 	}
+	return procs, texts
+}
+
+// readStat records the name and parent of pid from its /proc/pid/stat:
+// "pid (comm) state ppid ...", where comm may hold spaces and parens.
+func (p procTable) readStat(pid int, stat string) {
+	i := strings.LastIndexByte(stat, ')')
+	if i <= 0 {
+		return
+	}
+	p.comm[pid] = stat[strings.IndexByte(stat, '(')+1 : i]
+	if f := strings.Fields(stat[i+1:]); len(f) > 1 {
+		p.parent[pid], _ = strconv.Atoi(f[1])
+	}
+}
+
+// tree returns roots and all their descendants.
+func (p procTable) tree(roots []int) map[int]bool {
 	tree := map[int]bool{}
 	for _, r := range roots {
 		tree[r] = true
 	}
 	for grown := true; grown; {
 		grown = false
-		for pid, ppid := range parent {
+		for pid, ppid := range p.parent {
 			if tree[ppid] && !tree[pid] {
 				tree[pid], grown = true, true
 			}
 		}
 	}
-	for pid := range tree {
-		env, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
-		if err != nil {
-			continue // ended
-		}
-		texts = append(texts, procText{"pid " + strconv.Itoa(pid) + " (" + comm[pid] + ") environ", strings.ReplaceAll(string(env), "\x00", "\n")})
-		if !slices.Contains(roots, pid) {
-			descendants = append(descendants, cmdlines[pid])
-		}
-	}
-	return texts, descendants
+	return tree
 }
 
 // enrolledWorker enrolls host with `postrotate worker add` (once: enrolling
@@ -214,56 +241,102 @@ func TestNoSecretDuringRun(t *testing.T) {
 	if _, err := os.Stat("/proc/self/cmdline"); err != nil {
 		t.Skipf("needs /proc (Linux) to read the processes' command lines: %v", err)
 	}
-	// The user script records the sha256 of the new password it received
-	// (never the password itself), to tell that the password searched for
-	// is the one the scripts saw.
-	d := deployFiles(t, map[string]func(string) string{
-		"u.sh": func(dir string) string {
-			return "echo u >> " + filepath.Join(dir, "count") + "\n" +
-				`python3 -c 'import base64, hashlib, json, sys; p = json.loads(base64.b64decode(sys.stdin.readline()))["newPassword"]; print(hashlib.sha256(p.encode()).hexdigest())' > ` +
-				filepath.Join(dir, "new.sha256") + "\n"
-		},
-	}, true)
+	d := deployRecordingNewPassword(t)
 	gw, gwCreds := d.enrolledWorker("gw", "gw-a")
 	m1, m1Creds := d.enrolledWorker("m1", "m1-a")
 	touch(t, filepath.Join(d.dir, "hold"))
 	run := d.rotate("alice")
 	waitFile(t, filepath.Join(d.dir, "m.started"))
 
-	// While the machine script runs (it waits for "release"). The texts
-	// stay in memory until the new password is known.
-	var texts []procText
-	scriptSeen := false
-	for range 5 {
-		got, descendants := scanProcs(t, d.serve.cmd.Process.Pid, gw.cmd.Process.Pid, m1.cmd.Process.Pid)
-		texts = append(texts, got...)
-		scriptSeen = scriptSeen || slices.ContainsFunc(descendants, func(c string) bool { return strings.Contains(c, "m.sh") })
-	}
-	if !scriptSeen {
-		t.Fatal("the machine script was not among the worker's descendants while it ran")
-	}
+	// The texts stay in memory until the new password is known.
+	texts := scanWhileScriptRuns(t, d.serve, gw, m1)
 	touch(t, filepath.Join(d.dir, "release"))
 	v := d.wait(run.ID)
 	if v.State != runs.StateCompleted || v.Effect != "committed" || len(v.Results) != 3 {
 		t.Fatalf("rotation: %+v", v)
 	}
 
-	var rec server.RecordView
-	out, err := exec.Command(bins.postrotate, "records", "get", "alice", "--server", d.api.base, "--reveal", "--json").Output()
-	if err != nil || json.Unmarshal(out, &rec) != nil || len(rec.Password) < 16 {
-		t.Fatalf("records get --reveal: %v (%d bytes of output)", err, len(out))
-	}
-	sum, err := os.ReadFile(filepath.Join(d.dir, "new.sha256"))
-	if want := sha256.Sum256([]byte(rec.Password)); err != nil || strings.TrimSpace(string(sum)) != hex.EncodeToString(want[:]) {
-		t.Fatalf("the scripts' new password is not the record's: %v", err)
-	}
 	forms := secretForms(map[string]string{
-		"old password": markerOld, "new password": rec.Password,
+		"old password": markerOld, "new password": d.scriptsNewPassword(),
 		"gw's NATS seed": gwCreds.UserSeed, "gw's curve seed": gwCreds.CurveSeed,
 		"m1's NATS seed": m1Creds.UserSeed, "m1's curve seed": m1Creds.CurveSeed,
 	})
-	// Logs printed when the test fails show where a secret was, not what.
-	for _, p := range []*proc{gw, m1, d.serve} {
+	procs := []*proc{gw, m1, d.serve}
+	hideForms(forms, procs...)
+	checkProcTextsNoForm(t, texts, forms)
+	checkNoForm(t, "GET /v1/rotations/{id}", d.api.getRaw("/v1/rotations/"+run.ID), forms)
+	checkNoForm(t, "GET /v1/rotations?user=alice", d.api.getRaw("/v1/rotations?user=alice"), forms)
+	checkNoForm(t, "GET /v1/records/alice", d.api.getRaw("/v1/records/alice"), forms)
+
+	// Stopped, the processes have logged all they will.
+	stopWorkersThenServe(t, d.serve, gw, m1)
+	for _, p := range procs {
+		checkDebugLogsNoForm(t, p, forms)
+	}
+	if files := checkTreeNoSecret(t, filepath.Join(d.dir, "data"), forms); files < 5 {
+		t.Fatalf("walk data: %d files", files)
+	}
+}
+
+// deployRecordingNewPassword deploys with enrolled workers and a user
+// script that records the sha256 of the new password it received (never
+// the password itself) in the file "new.sha256", to tell that the password
+// searched for is the one the scripts saw.
+func deployRecordingNewPassword(t *testing.T) *deployment {
+	t.Helper()
+	return deployFiles(t, map[string]func(string) string{
+		"u.sh": func(dir string) string {
+			return "echo u >> " + filepath.Join(dir, "count") + "\n" +
+				`python3 -c 'import base64, hashlib, json, sys; p = json.loads(base64.b64decode(sys.stdin.readline()))["newPassword"]; print(hashlib.sha256(p.encode()).hexdigest())' > ` +
+				filepath.Join(dir, "new.sha256") + "\n"
+		},
+	}, true)
+}
+
+// scanWhileScriptRuns reads the processes five times while the machine
+// script runs (it waits for "release"), with the environments of serve and
+// the workers and of their descendants, and fails unless the machine script
+// was among the descendants.
+func scanWhileScriptRuns(t *testing.T, ps ...*proc) []procText {
+	t.Helper()
+	roots := make([]int, len(ps))
+	for i, p := range ps {
+		roots[i] = p.cmd.Process.Pid
+	}
+	var texts []procText
+	scriptSeen := false
+	for range 5 {
+		got, descendants := scanProcs(t, roots...)
+		texts = append(texts, got...)
+		scriptSeen = scriptSeen || slices.ContainsFunc(descendants, func(c string) bool { return strings.Contains(c, "m.sh") })
+	}
+	if !scriptSeen {
+		t.Fatal("the machine script was not among the worker's descendants while it ran")
+	}
+	return texts
+}
+
+// scriptsNewPassword returns alice's password as `records get --reveal`
+// shows it, having checked that it is the one the scripts received (its
+// sha256 in "new.sha256").
+func (d *deployment) scriptsNewPassword() string {
+	d.t.Helper()
+	var rec server.RecordView
+	out, err := exec.Command(bins.postrotate, "records", "get", "alice", "--server", d.api.base, "--reveal", "--json").Output()
+	if err != nil || json.Unmarshal(out, &rec) != nil || len(rec.Password) < 16 {
+		d.t.Fatalf("records get --reveal: %v (%d bytes of output)", err, len(out))
+	}
+	sum, err := os.ReadFile(filepath.Join(d.dir, "new.sha256"))
+	if want := sha256.Sum256([]byte(rec.Password)); err != nil || strings.TrimSpace(string(sum)) != hex.EncodeToString(want[:]) {
+		d.t.Fatalf("the scripts' new password is not the record's: %v", err)
+	}
+	return rec.Password
+}
+
+// hideForms makes the logs of ps, printed when the test fails, show where
+// a secret was, not what.
+func hideForms(forms []secretForm, ps ...*proc) {
+	for _, p := range ps {
 		p.hide = func(s string) string {
 			for _, f := range forms {
 				s = strings.ReplaceAll(s, f.form, "<"+f.name+">")
@@ -271,34 +344,44 @@ func TestNoSecretDuringRun(t *testing.T) {
 			return s
 		}
 	}
-	seen := map[string]bool{} // the same process is read several times
+}
+
+// checkProcTextsNoForm reports each form of a secret in texts, once per
+// distinct text (the same process is read several times).
+func checkProcTextsNoForm(t *testing.T, texts []procText, forms []secretForm) {
+	t.Helper()
+	seen := map[procText]bool{}
 	for _, p := range texts {
-		if !seen[p.where+"\x00"+p.text] {
-			seen[p.where+"\x00"+p.text] = true
+		if !seen[p] {
+			seen[p] = true
 			checkNoForm(t, p.where, p.text, forms)
 		}
 	}
-	checkNoForm(t, "GET /v1/rotations/{id}", d.api.getRaw("/v1/rotations/"+run.ID), forms)
-	checkNoForm(t, "GET /v1/rotations?user=alice", d.api.getRaw("/v1/rotations?user=alice"), forms)
-	checkNoForm(t, "GET /v1/records/alice", d.api.getRaw("/v1/records/alice"), forms)
+}
 
-	// Stopped, the processes have logged all they will. The workers stop
-	// together (each may wait for its idle pull to end), then serve.
-	gw.signal(syscall.SIGTERM)
-	m1.signal(syscall.SIGTERM)
-	for _, p := range []*proc{gw, m1, d.serve} {
-		if p == d.serve {
+// stopWorkersThenServe stops the workers together (each may wait for its
+// idle pull to end), then serve, and waits for each to exit.
+func stopWorkersThenServe(t *testing.T, serve *proc, workers ...*proc) {
+	t.Helper()
+	for _, w := range workers {
+		w.signal(syscall.SIGTERM)
+	}
+	for _, p := range append(workers, serve) {
+		if p == serve {
 			p.signal(syscall.SIGTERM)
 		}
 		if err := p.waitExit(30 * time.Second); err != nil {
 			t.Errorf("%s exit: %v", p.name, err)
 		}
-		if logs := p.logs.String(); !strings.Contains(logs, `"level":"debug"`) && !strings.Contains(logs, " DBG ") {
-			t.Errorf("%s logged nothing at debug level", p.name)
-		}
-		checkNoForm(t, "the logs of "+p.name, p.logs.String(), forms)
 	}
-	if files := checkTreeNoSecret(t, filepath.Join(d.dir, "data"), forms); files < 5 {
-		t.Fatalf("walk data: %d files", files)
+}
+
+// checkDebugLogsNoForm checks that p logged at debug level and that its
+// logs hold no form of a secret.
+func checkDebugLogsNoForm(t *testing.T, p *proc, forms []secretForm) {
+	t.Helper()
+	if logs := p.logs.String(); !strings.Contains(logs, `"level":"debug"`) && !strings.Contains(logs, " DBG ") {
+		t.Errorf("%s logged nothing at debug level", p.name)
 	}
+	checkNoForm(t, "the logs of "+p.name, p.logs.String(), forms)
 }
