@@ -25,6 +25,7 @@ import (
 	"github.com/postrotate/postrotate/messages/envelope"
 	"github.com/postrotate/postrotate/worker"
 	"github.com/postrotate/postrotate/worker/natsconn"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 const testToken = "test-api-token-7c1e"
@@ -199,14 +200,7 @@ func (r *remote) start(t *testing.T, c envelope.Credentials) *worker.Worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 0)
-		defer cancel()
-		_ = w.Stop(ctx)
-	})
+	workertest.Start(t, w, 0)
 	return w
 }
 
@@ -261,7 +255,7 @@ func (sc *secured) checkRotationOfAlice(t *testing.T) {
 	if code := sc.call(t, "POST", "/v1/rotations", `{"user":"alice"}`, &run); code != http.StatusAccepted {
 		t.Fatalf("POST rotation: %d", code)
 	}
-	v := waitFinished(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	v := waitFinished(t, sc.s.js, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("Authorization", "Bearer "+testToken)
 		sc.h.ServeHTTP(w, r)
 	}), run.ID)

@@ -24,6 +24,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/worker"
+	"github.com/postrotate/postrotate/worker/workertest"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -132,10 +133,7 @@ func startEnrolledWorker(b *testing.B, s *App, js jetstream.JetStream, host stri
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := w.Start(b.Context()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = w.Stop(context.Background()) })
+	workertest.Start(b, w, 0)
 }
 
 // completions tells when a rotation ended, from its completed event.

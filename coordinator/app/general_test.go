@@ -141,7 +141,7 @@ func startLinuxOverSSH(t *testing.T) *linuxOverSSH {
 // stored and logs in, and the old one does not.
 func (lx *linuxOverSSH) checkCommitted(t *testing.T) {
 	t.Helper()
-	v := rotateAndWait(t, lx.s.Handler(), "u-commit")
+	v := rotateAndWait(t, lx.s, "u-commit")
 	if v.Effect != string(rotation.EffectCommitted) || len(v.Results) != 2 || !v.Results[0].Success || v.Results[0].Name != "rotate-linux" {
 		t.Fatalf("rotation: %+v", v)
 	}
@@ -158,7 +158,7 @@ func (lx *linuxOverSSH) checkCommitted(t *testing.T) {
 // the old password is set back, logs in and stays in the record store.
 func (lx *linuxOverSSH) checkRolledBack(t *testing.T) {
 	t.Helper()
-	v := rotateAndWait(t, lx.s.Handler(), "u-rollback")
+	v := rotateAndWait(t, lx.s, "u-rollback")
 	if v.Effect != string(rotation.EffectRolledBack) || len(v.Results) != 3 || v.Results[2].Name != "rollback-linux" || !v.Results[2].Success {
 		t.Fatalf("rotation with a failing script: %+v", v)
 	}
@@ -187,9 +187,8 @@ func TestGeneralRotationPostgreSQL(t *testing.T) {
 		generalUser("u-commit", "svc_commit", oldPW, "db", "") +
 		generalUser("u-rollback", "svc_rollback", oldPW, "db", rollbackOnScriptFail)
 	s, dir := generalCase(t, records, map[string]int{"u-commit": 0, "u-rollback": 1})
-	h := s.Handler()
 
-	v := rotateAndWait(t, h, "u-commit")
+	v := rotateAndWait(t, s, "u-commit")
 	if v.Effect != string(rotation.EffectCommitted) || len(v.Results) != 2 || v.Results[0].Name != "rotate-postgresql" {
 		t.Fatalf("rotation: %+v", v)
 	}
@@ -201,7 +200,7 @@ func TestGeneralRotationPostgreSQL(t *testing.T) {
 		t.Fatalf("the record store does not hold the new password")
 	}
 
-	v = rotateAndWait(t, h, "u-rollback")
+	v = rotateAndWait(t, s, "u-rollback")
 	if v.Effect != string(rotation.EffectRolledBack) || len(v.Results) != 3 || !v.Results[2].Success {
 		t.Fatalf("rotation with a failing script: %+v", v)
 	}

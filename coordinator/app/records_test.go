@@ -17,6 +17,8 @@ import (
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
+	"github.com/postrotate/postrotate/messages"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // chainScript appends the passwords it was given to a file, as
@@ -43,13 +45,15 @@ func rotations(t *testing.T, log string) [][2]string {
 	return out
 }
 
-func rotateAndWait(t *testing.T, h http.Handler, user string) rotation.View {
+// rotateAndWait rotates user through s's API and waits for the rotation
+// to finish.
+func rotateAndWait(t *testing.T, s *App, user string) rotation.View {
 	t.Helper()
 	var run runs.Run
-	if code := do(t, h, "POST", "/v1/rotations", `{"user":"`+user+`"}`, &run); code != http.StatusAccepted {
+	if code := do(t, s.Handler(), "POST", "/v1/rotations", `{"user":"`+user+`"}`, &run); code != http.StatusAccepted {
 		t.Fatalf("POST: %d", code)
 	}
-	return waitFinished(t, h, run.ID)
+	return waitFinished(t, s.js, s.Handler(), run.ID)
 }
 
 // Two consecutive rotations of one user: the second's oldPassword is the
@@ -72,7 +76,7 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	startWorkers(t, s, js, "gw", "m1")
 	h := s.Handler()
 
-	first, second := rotateAndWait(t, h, "alice"), rotateAndWait(t, h, "alice")
+	first, second := rotateAndWait(t, s, "alice"), rotateAndWait(t, s, "alice")
 	got := checkChained(t, log, first, second)
 	checkRecordHidden(t, h)
 	checkRecordRevealed(t, h, got, first, second)
@@ -80,7 +84,7 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	if code := do(t, h, "GET", "/v1/records", "", &list); code != http.StatusOK || len(list) != 7 {
 		t.Fatalf("GET records: %d %+v", code, list)
 	}
-	waitBobScheduledDaily(t, h)
+	waitBobScheduledDaily(t, js, h)
 
 	// The next coordinator, same key: the inventory is applied again but
 	// the rotated password stays.
@@ -91,7 +95,7 @@ func TestConsecutiveRotationsChainPasswords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	third := rotateAndWait(t, s2.Handler(), "alice")
+	third := rotateAndWait(t, s2, "alice")
 	if got := rotations(t, log); third.State != runs.StateCompleted || len(got) != 3 || got[2][0] != got[1][1] {
 		t.Fatalf("third rotation %+v, passwords %q", third, got)
 	}
@@ -167,20 +171,22 @@ func checkRecordRevealed(t *testing.T, h http.Handler, got [][2]string, first, s
 	}
 }
 
-// waitBobScheduledDaily waits for bob's record to show his schedule: he
-// is rotated every 24h, so his next rotation is about a day away.
-func waitBobScheduledDaily(t *testing.T, h http.Handler) {
+// waitBobScheduledDaily waits for the scheduler to store bob's schedule
+// (its state under "user.<token>" in the schedules bucket, see package
+// schedule), then checks that his record shows it: he is rotated every
+// 24h, so his next rotation is about a day away.
+func waitBobScheduledDaily(t *testing.T, js jetstream.JetStream, h http.Handler) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var bob server.RecordView
-		do(t, h, "GET", "/v1/records/bob", "", &bob)
-		if next := time.Until(bob.NextRotation); bob.Schedule == "every 24h0m0s" && next > 23*time.Hour && next <= 24*time.Hour {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bob's schedule: %q, next rotation %v", bob.Schedule, bob.NextRotation)
-		}
-		time.Sleep(50 * time.Millisecond)
+	kv, err := js.KeyValue(t.Context(), messages.Subjects{}.SchedulesBucket())
+	if err != nil {
+		t.Fatalf("the schedules bucket: %v", err)
+	}
+	workertest.WatchKey(t, kv, "user."+messages.HostToken("bob"), 10*time.Second, func(e jetstream.KeyValueEntry) bool {
+		return e.Operation() == jetstream.KeyValuePut
+	})
+	var bob server.RecordView
+	do(t, h, "GET", "/v1/records/bob", "", &bob)
+	if next := time.Until(bob.NextRotation); bob.Schedule != "every 24h0m0s" || next <= 23*time.Hour || next > 24*time.Hour {
+		t.Fatalf("bob's schedule: %q, next rotation %v", bob.Schedule, bob.NextRotation)
 	}
 }

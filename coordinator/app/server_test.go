@@ -23,7 +23,9 @@ import (
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
 	"github.com/postrotate/postrotate/coordinator/vault"
+	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/worker"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 func TestMain(m *testing.M) {
@@ -128,14 +130,7 @@ func startWorkers(t *testing.T, s *App, js jetstream.JetStream, hosts ...string)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Start(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 0)
-			defer cancel()
-			_ = w.Stop(ctx)
-		})
+		workertest.Start(t, w, 0)
 	}
 }
 
@@ -155,38 +150,58 @@ func do(t *testing.T, h http.Handler, method, path, body string, out any) int {
 	return rec.Code
 }
 
-// waitFinished polls GET /v1/rotations/{id} until the run has finished.
-func waitFinished(t *testing.T, h http.Handler, id string) rotation.View {
+// waitFinished waits for the completed or failed event of rotation id on
+// js's events stream, published once the run's outcome is stored, and
+// returns the run as GET /v1/rotations/{id} on h shows it then: finished.
+func waitFinished(t *testing.T, js jetstream.JetStream, h http.Handler, id string) rotation.View {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	waitRotationEnded(t, js, id, 60*time.Second)
+	var v rotation.View
+	if code := do(t, h, "GET", "/v1/rotations/"+id, "", &v); code != http.StatusOK {
+		t.Fatalf("GET rotation: %d", code)
+	}
+	if !v.Finished() {
+		t.Fatalf("rotation %s not finished: %+v", id, v)
+	}
+	return v
+}
+
+// waitRotationEnded waits for the completed or failed event of rotation id
+// on js's events stream, failing the test after within.
+func waitRotationEnded(t *testing.T, js jetstream.JetStream, id string, within time.Duration) {
+	t.Helper()
+	subj := messages.Subjects{}
+	cons, err := js.OrderedConsumer(t.Context(), subj.EventsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subj.RotationEvent(messages.EventCompleted), subj.RotationEvent(messages.EventFailed)},
+	})
+	if err != nil {
+		t.Fatalf("follow the rotation events: %v", err)
+	}
+	deadline := time.Now().Add(within)
 	for {
-		var v rotation.View
-		if code := do(t, h, "GET", "/v1/rotations/"+id, "", &v); code != http.StatusOK {
-			t.Fatalf("GET rotation: %d", code)
+		left := time.Until(deadline)
+		if left <= 0 {
+			t.Fatalf("rotation %s: no completed or failed event within %s", id, within)
 		}
-		if v.Finished() {
-			return v
+		msg := workertest.Next(t, cons, left)
+		var ev messages.RotationEvent
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			t.Fatalf("event on %s: %v", msg.Subject(), err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rotation %s not finished: %+v", id, v)
+		if ev.RotationID == id {
+			return
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// waitFile waits until path exists.
+// waitFile waits until path exists: a script's file announces itself
+// nowhere, so it is polled.
 func waitFile(t *testing.T, path string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never appeared", path)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	workertest.Eventually(t, 30*time.Second, path+" appears", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
 }
 
 // A rotation of alice through the API: started without showing its
@@ -200,7 +215,7 @@ func TestRotationThroughHTTP(t *testing.T) {
 	h := s.Handler()
 
 	run := postRotationOfAlice(t, h)
-	v := waitFinished(t, h, run.ID)
+	v := waitFinished(t, js, h, run.ID)
 	if v.State != runs.StateCompleted || len(v.Results) != 2 || v.Results[0].Host != "gw" || v.Results[1].Host != "m1" ||
 		v.Results[0].Worker != "gw-test" || v.Results[1].Stdout != "machine\n" {
 		t.Fatalf("view = %+v", v)
@@ -299,7 +314,7 @@ func TestConcurrency(t *testing.T) {
 		t.Fatalf("POST bob: %d", code)
 	}
 	for _, id := range []string{a.ID, b.ID} {
-		if v := waitFinished(t, h, id); v.State != runs.StateCompleted {
+		if v := waitFinished(t, js, h, id); v.State != runs.StateCompleted {
 			t.Fatalf("rotation %s: %+v", id, v)
 		}
 	}
@@ -307,7 +322,7 @@ func TestConcurrency(t *testing.T) {
 	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &a); code != http.StatusAccepted {
 		t.Fatalf("POST alice after the first finished: %d", code)
 	}
-	waitFinished(t, h, a.ID)
+	waitFinished(t, js, h, a.ID)
 }
 
 // stoppedMidScript starts a server on js with inv and workers of gw and m1,
@@ -353,7 +368,7 @@ func TestResumeAfterRestart(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	v := waitFinished(t, s2.Handler(), run.ID)
+	v := waitFinished(t, js, s2.Handler(), run.ID)
 	if v.State != runs.StateCompleted || len(v.Results) != 2 {
 		t.Fatalf("resumed run: %+v", v)
 	}
@@ -379,7 +394,7 @@ func TestOfflineHost(t *testing.T) {
 	if code := do(t, h, "POST", "/v1/rotations", `{"user":"alice"}`, &run); code != http.StatusAccepted {
 		t.Fatalf("POST: %d", code)
 	}
-	v := waitFinished(t, h, run.ID)
+	v := waitFinished(t, js, h, run.ID)
 	if v.State != runs.StateFailed || len(v.Results) != 2 || !v.Results[0].Success || v.Results[1].Success ||
 		!strings.Contains(v.Results[1].Error, `"m1"`) {
 		t.Fatalf("view = %+v", v)
@@ -402,7 +417,7 @@ func TestResumeAbandoned(t *testing.T) {
 	js, _ := startBroker(t)
 	_, run := stoppedMidScript(t, js, inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m.sh}]"), dir)
 	s2 := startServer(t, js, inventoryFor(t, scripts, "[{file: u.sh}]", "[{file: m2.sh}]"), Options{})
-	v := waitFinished(t, s2.Handler(), run.ID)
+	v := waitFinished(t, js, s2.Handler(), run.ID)
 	if v.State != runs.StateFailed || v.Effect != string(rotation.EffectNotCommitted) || len(v.Results) != 2 ||
 		!v.Results[0].Success || v.Results[1].Success || !strings.Contains(v.Results[1].Error, "cannot resume") {
 		t.Fatalf("abandoned run: %+v", v)
