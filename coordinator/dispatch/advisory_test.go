@@ -13,6 +13,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/layout"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // A task that reaches MaxDeliver (a worker that takes it and never acks)
@@ -91,25 +92,19 @@ func startBrokenWorker(t *testing.T, js jetstream.JetStream) {
 	})
 }
 
-// waitTasksGone waits for the tasks stream to hold no message.
+// waitTasksGone waits for the tasks stream to hold no message: a work
+// queue drained by acks and deletes announces it nowhere, so it is polled.
 func waitTasksGone(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	s, err := js.Stream(t.Context(), "POSTROTATE_TASKS")
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	workertest.Eventually(t, 10*time.Second, "no task left in the queue", func() bool {
 		info, err := s.Info(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d tasks left in the queue", info.State.Msgs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return info.State.Msgs == 0
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 type bundle struct {
@@ -84,14 +85,7 @@ func setupListen(tb testing.TB, withWorker bool, listen string) *bundle {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if err := w.Start(ctx); err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 0)
-			defer cancel()
-			_ = w.Stop(ctx)
-		})
+		workertest.Start(tb, w, 0)
 	}
 	return &bundle{broker: b, js: js, nc: nc, layout: layout, plan: p, dir: dir}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // account stands for the resource a built-in rotator changes: the worker's
@@ -94,14 +95,7 @@ func engineCase(t *testing.T, acct *account, inv string, scripts map[string]stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 0)
-		defer cancel()
-		_ = w.Stop(ctx)
-	})
+	workertest.Start(t, w, 0)
 	return New(js, Options{}), p
 }
 

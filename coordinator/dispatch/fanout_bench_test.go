@@ -27,6 +27,7 @@ import (
 	"github.com/postrotate/postrotate/executor/ssh/sshdtest"
 	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // fanOutTargets is how many SSH machines BenchmarkSSHFanOut reaches.
@@ -263,14 +264,7 @@ func fanOutRotations(b *testing.B, dir string, servers []*sshdtest.Server) (jets
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := w.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 0)
-		defer cancel()
-		_ = w.Stop(ctx)
-	})
+	workertest.Start(b, w, 0)
 	return js, plans
 }
 

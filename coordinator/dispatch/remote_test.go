@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/postrotate/postrotate/coordinator/rotation"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
@@ -94,16 +95,17 @@ func startWorkerProcess(t *testing.T, bin, url string) *workerProcess {
 }
 
 // waitForMissingConsumer waits for the worker to report that its host has
-// no task consumer yet.
+// no task consumer yet: it says so only in its logs, which are polled.
 func (w *workerProcess) waitForMissingConsumer(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(w.logs.String(), "no task consumer for this host yet") {
-		if time.Now().After(deadline) {
-			t.Fatalf("worker did not report the missing consumer; logs:\n%s", w.logs.String())
+	defer func() {
+		if t.Failed() {
+			t.Logf("worker logs:\n%s", w.logs.String())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	workertest.Eventually(t, 20*time.Second, "the worker reports the missing consumer", func() bool {
+		return strings.Contains(w.logs.String(), "no task consumer for this host yet")
+	})
 }
 
 // rotateOnGW2 runs b's plan with its step moved to gw-2 and checks that

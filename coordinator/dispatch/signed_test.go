@@ -16,6 +16,7 @@ import (
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
 	"github.com/postrotate/postrotate/worker"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 const newMarker = "Marker-N3w-Passw0rd-8e27"
@@ -27,14 +28,7 @@ func (b *bundle) startWorker(tb testing.TB, trust *envelope.Trust) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := w.Start(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 0)
-		defer cancel()
-		_ = w.Stop(ctx)
-	})
+	workertest.Start(tb, w, 0)
 }
 
 // identity is a coordinator and the trust of gw-1's worker.
@@ -77,24 +71,36 @@ func runAsync(t *testing.T, e *rotation.Engine, p rotation.Rotation) <-chan runR
 	return done
 }
 
-// queued waits for the task of gw-1 to be in the work queue and returns it.
-func (b *bundle) queued(t *testing.T) *jetstream.RawStreamMsg {
+// queued waits for the started event of step 1 of rotation id, published
+// once its task is in the work queue, and returns the task of gw-1 there.
+func (b *bundle) queued(t *testing.T, id string) *jetstream.RawStreamMsg {
 	t.Helper()
-	s, err := b.js.Stream(t.Context(), "POSTROTATE_TASKS")
+	subj := messages.Subjects{}
+	cons, err := b.js.OrderedConsumer(t.Context(), subj.EventsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subj.StepEvent(messages.EventStarted)},
+	})
+	if err != nil {
+		t.Fatalf("follow the step events: %v", err)
+	}
+	for {
+		msg := workertest.Next(t, cons, 10*time.Second)
+		var ev messages.StepEvent
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			t.Fatalf("event on %s: %v", msg.Subject(), err)
+		}
+		if ev.RotationID == id && ev.Step == 1 {
+			break
+		}
+	}
+	s, err := b.js.Stream(t.Context(), subj.TasksStream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		msg, err := s.GetLastMsgForSubject(t.Context(), "postrotate.tasks.gw-1")
-		if err == nil {
-			return msg
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no task queued for gw-1: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	msg, err := s.GetLastMsgForSubject(t.Context(), subj.Tasks("gw-1"))
+	if err != nil {
+		t.Fatalf("no task queued for gw-1: %v", err)
 	}
+	return msg
 }
 
 // With a Signer the task is signed and its secret sealed for the host's
@@ -108,7 +114,7 @@ func TestSignedSealedRotation(t *testing.T) {
 	done := runAsync(t, engine(d, 0), rotation.Rotation{ID: id, Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
 
 	// The task as the broker stores it, before any worker takes it.
-	stored := b.queued(t)
+	stored := b.queued(t, id)
 	checkNoPasswordIn(t, stored.Data)
 	checkSignedAndSealed(t, trust, stored)
 
