@@ -1,35 +1,17 @@
 package dispatch
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postrotate/postrotate/executor/proctest"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // buildWorker builds bin/postrotate-worker for the test.
 func buildWorker(t *testing.T) string {
@@ -54,7 +36,7 @@ func TestRemoteWorkerProcess(t *testing.T) {
 		t.Fatalf("client URL %q", url)
 	}
 	// The consumer of gw-2 does not exist yet.
-	var logs syncBuffer
+	var logs proctest.Buffer
 	cmd := exec.Command(bin, "--host", "gw-2", "--nats", url, "--name", "remote-1", "--log-level", "debug", "--stop-grace", "30s")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

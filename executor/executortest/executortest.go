@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/postrotate/postrotate/executor"
+	"github.com/postrotate/postrotate/executor/proctest"
 )
 
 // Harness is what the suite needs to know about the executor under test.
@@ -56,8 +57,8 @@ func (h Harness) withDefaults(t *testing.T) Harness {
 	if h.StartWithin <= 0 {
 		h.StartWithin = time.Second
 	}
-	if h.Alive == nil {
-		h.Alive = localAlive
+	if h.Alive == nil && proctest.Supported {
+		h.Alive = proctest.Alive
 		h.local = true
 	}
 	if h.Python == "" {
@@ -332,7 +333,7 @@ func treePIDs(t *testing.T, h Harness, stdout string) []int {
 		}
 		pids = append(pids, pid)
 		if h.local {
-			t.Cleanup(func() { localKill(pid) })
+			t.Cleanup(func() { proctest.Kill(pid) })
 		}
 	}
 	if len(pids) != 3 {
@@ -341,35 +342,15 @@ func treePIDs(t *testing.T, h Harness, stdout string) []int {
 	return pids
 }
 
-// waitGone polls until every pid is gone, failing at the deadline.
+// waitGone waits until every pid is gone, failing after the kill grace
+// and 10s more.
 func waitGone(t *testing.T, h Harness, pids []int) {
 	t.Helper()
 	if h.Alive == nil {
 		t.Log("not checking that the process tree is gone: no Harness.Alive and no local process check on this system")
 		return
 	}
-	deadline := time.Now().Add(h.KillGrace + 10*time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var alive []int
-		for _, pid := range pids {
-			ok, err := h.Alive(pid)
-			if err != nil {
-				t.Fatalf("is %d alive: %v", pid, err)
-			}
-			if ok {
-				alive = append(alive, pid)
-			}
-		}
-		if len(alive) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes %v of the tree %v still run", alive, pids)
-		}
-		<-tick.C
-	}
+	proctest.WaitGoneWith(t, h.Alive, pids, h.KillGrace+10*time.Second)
 }
 
 func testTimeout(t *testing.T, h Harness) {

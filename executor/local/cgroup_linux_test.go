@@ -18,6 +18,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/executortest"
 	"github.com/postrotate/postrotate/executor/local"
+	"github.com/postrotate/postrotate/executor/proctest"
 )
 
 // requireCgroup skips a test where scripts run without their own cgroup,
@@ -244,7 +245,7 @@ func TestWorkerDeathKillsScript(t *testing.T) {
 	if err := <-waited; err == nil {
 		t.Fatalf("the helper exited by itself; stderr %q", stderr.String())
 	}
-	waitGone(t, []int{script}, 10*time.Second)
+	proctest.WaitGone(t, []int{script}, 10*time.Second)
 
 	if cg == "" {
 		t.Skipf("%v: the sweep of what the script left running is not checked", local.Containment())

@@ -3,7 +3,6 @@
 package ssh_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/executortest"
+	"github.com/postrotate/postrotate/executor/proctest"
 	"github.com/postrotate/postrotate/executor/ssh"
 	"github.com/postrotate/postrotate/executor/ssh/sshdtest"
 )
@@ -324,39 +324,6 @@ func pids(t *testing.T, stdout string, want int) []int {
 	return out
 }
 
-// alive reports whether pid runs (a zombie does not).
-func alive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err == nil {
-		i := bytes.LastIndexByte(stat, ')')
-		return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
-	}
-	return syscall.Kill(pid, 0) == nil
-}
-
-// waitGone waits until the pids are gone.
-func waitGone(t *testing.T, pids []int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes %v still run on the target", left)
-		}
-		<-tick.C
-	}
-}
-
 func TestTimeoutKillsHungScript(t *testing.T) {
 	t.Parallel()
 	f := setup(t, ssh.Options{KillGrace: 300 * time.Millisecond})
@@ -381,7 +348,7 @@ echo after
 	if strings.Contains(res.Stderr, "postrotate-pgid") {
 		t.Errorf("stderr %q shows the marker line", res.Stderr)
 	}
-	waitGone(t, pids(t, res.Stdout, 3), 10*time.Second)
+	proctest.WaitGone(t, pids(t, res.Stdout, 3), 10*time.Second)
 	f.assertNoRunDir(t)
 }
 
@@ -719,7 +686,7 @@ func TestConnectionLostDuringRun(t *testing.T) {
 		t.Errorf("err %v, result %+v; want a result saying the connection was lost", o.err, o.res)
 	}
 	// Over a new connection, the script was killed and its directory removed.
-	waitGone(t, []int{pid}, 10*time.Second)
+	proctest.WaitGone(t, []int{pid}, 10*time.Second)
 	f.assertNoRunDir(t)
 }
 
@@ -734,7 +701,7 @@ func TestKillWhenServerHasNoSessionToSpare(t *testing.T) {
 	if !res.TimedOut || !strings.Contains(res.Error, "process tree killed") {
 		t.Errorf("timed out %v, error %q", res.TimedOut, res.Error)
 	}
-	waitGone(t, pids(t, res.Stdout, 2), 10*time.Second)
+	proctest.WaitGone(t, pids(t, res.Stdout, 2), 10*time.Second)
 	f.assertNoRunDir(t)
 	if n := f.dials.Load(); n != 2 {
 		t.Errorf("%d dials, want 2: the pooled connection and the one for the kill", n)
