@@ -56,7 +56,8 @@ func TestConformanceCgroupByProcs(t *testing.T) {
 		New: func(t *testing.T) executor.Executor {
 			return local.NewCgroupByProcs(local.Options{TempDir: t.TempDir(), KillGrace: testKillGrace})
 		},
-		KillGrace: testKillGrace,
+		KillGrace:      testKillGrace,
+		TermBeforeKill: true,
 	})
 }
 

@@ -111,7 +111,8 @@ func TestConformance(t *testing.T) {
 			l, _ := setup(t, local.Options{})
 			return l
 		},
-		KillGrace: testKillGrace,
+		KillGrace:      testKillGrace,
+		TermBeforeKill: true,
 	})
 }
 
@@ -124,7 +125,8 @@ func TestConformanceWithoutCgroup(t *testing.T) {
 			opts := local.Options{TempDir: t.TempDir(), KillGrace: testKillGrace}
 			return local.NewWithoutCgroup(opts)
 		},
-		KillGrace: testKillGrace,
+		KillGrace:      testKillGrace,
+		TermBeforeKill: true,
 	})
 }
 

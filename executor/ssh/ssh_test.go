@@ -118,10 +118,11 @@ func TestConformance(t *testing.T) {
 	target.Password, target.PrivateKey = "", strings.TrimSuffix(f.sshd.UserKeyPEM, "\n")
 	executortest.Run(t, executortest.Harness{
 		// One executor, as a worker has: the subtests share its connection.
-		New:         func(*testing.T) executor.Executor { return f.ssh },
-		Target:      target,
-		KillGrace:   testKillGrace,
-		StartWithin: 2 * time.Second,
+		New:            func(*testing.T) executor.Executor { return f.ssh },
+		Target:         target,
+		KillGrace:      testKillGrace,
+		StartWithin:    2 * time.Second,
+		TermBeforeKill: true,
 		// The target is this machine: the suite's local process checks see
 		// the remote processes.
 	})
