@@ -102,30 +102,45 @@ func TestScriptRunWait(t *testing.T) {
 			run.Starting()
 			res, err := run.Wait(tc.ctx, p)
 
-			switch {
-			case tc.wantErr == nil && err != nil:
-				t.Errorf("error %v, want none", err)
-			case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
-				t.Errorf("error %v, want one wrapping %v", err, tc.wantErr)
-			case err != nil && (!strings.Contains(err.Error(), "x.sh") || !strings.Contains(err.Error(), tc.where) || strings.Contains(err.Error(), runSecret)):
-				t.Errorf("error %q: want it to name the script and %q, without the secret", err, tc.where)
-			}
+			checkRunError(t, err, tc.wantErr, tc.where)
 			if res.ExitCode != tc.wantExit || res.Error != tc.wantError || res.TimedOut != tc.timedOut {
 				t.Errorf("exit %d, error %q, timed out %v; want %d, %q, %v", res.ExitCode, res.Error, res.TimedOut, tc.wantExit, tc.wantError, tc.timedOut)
 			}
 			if p.killed != tc.killed || !p.drained || p.drainedKilled != tc.killed {
 				t.Errorf("killed %v, drained %v (killed %v); want killed %v, drained", p.killed, p.drained, p.drainedKilled, tc.killed)
 			}
-			if res.Stdout != "out "+executor.Mask+"\n" || res.Stderr != "err\n" || res.Command != "/bin/sh x.sh "+executor.Mask || res.System != "Linux" {
-				t.Errorf("stdout %q, stderr %q, command %q, system %q", res.Stdout, res.Stderr, res.Command, res.System)
-			}
-			if res.StartedAt.IsZero() || res.FinishedAt.Before(res.StartedAt) {
-				t.Errorf("started at %v, finished at %v", res.StartedAt, res.FinishedAt)
-			}
+			checkRunResult(t, res)
 			if !tc.killed && p.exitSaw.Stdout != res.Stdout {
 				t.Errorf("Exit saw stdout %q, want the masked output %q", p.exitSaw.Stdout, res.Stdout)
 			}
 		})
+	}
+}
+
+// checkRunError checks the error of a run on where: none when want is nil,
+// else one wrapping want that names the script and where, without the
+// secret.
+func checkRunError(t *testing.T, err, want error, where string) {
+	t.Helper()
+	switch {
+	case want == nil && err != nil:
+		t.Errorf("error %v, want none", err)
+	case want != nil && !errors.Is(err, want):
+		t.Errorf("error %v, want one wrapping %v", err, want)
+	case err != nil && (!strings.Contains(err.Error(), "x.sh") || !strings.Contains(err.Error(), where) || strings.Contains(err.Error(), runSecret)):
+		t.Errorf("error %q: want it to name the script and %q, without the secret", err, where)
+	}
+}
+
+// checkRunResult checks what every Result of TestScriptRunWait carries:
+// the output and command masked, the system, the times.
+func checkRunResult(t *testing.T, res executor.Result) {
+	t.Helper()
+	if res.Stdout != "out "+executor.Mask+"\n" || res.Stderr != "err\n" || res.Command != "/bin/sh x.sh "+executor.Mask || res.System != "Linux" {
+		t.Errorf("stdout %q, stderr %q, command %q, system %q", res.Stdout, res.Stderr, res.Command, res.System)
+	}
+	if res.StartedAt.IsZero() || res.FinishedAt.Before(res.StartedAt) {
+		t.Errorf("started at %v, finished at %v", res.StartedAt, res.FinishedAt)
 	}
 }
 
