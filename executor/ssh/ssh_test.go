@@ -263,17 +263,25 @@ func TestHostKey(t *testing.T) {
 				}
 				return
 			}
-			var hkErr *ssh.HostKeyError
-			if !errors.As(err, &hkErr) {
-				t.Fatalf("err %v is no *HostKeyError", err)
-			}
-			if hkErr.Host != f.sshd.Addr || hkErr.Fingerprint != offered || hkErr.KeyType != gossh.KeyAlgoED25519 || hkErr.Changed != tc.wantChanged {
-				t.Errorf("host key error %+v, want host %s, key %s, changed %v", hkErr, f.sshd.Addr, offered, tc.wantChanged)
-			}
-			if !strings.Contains(err.Error(), offered) || !strings.Contains(res.Error, offered) {
-				t.Errorf("error %q / result error %q do not show the offered key", err, res.Error)
-			}
+			checkHostKeyError(t, err, res, f.sshd.Addr, offered, tc.wantChanged)
 		})
+	}
+}
+
+// checkHostKeyError checks that err, and the result, tell that the ed25519
+// key offered by addr, with fingerprint offered, was refused, and whether
+// it changed.
+func checkHostKeyError(t *testing.T, err error, res executor.Result, addr, offered string, wantChanged bool) {
+	t.Helper()
+	var hkErr *ssh.HostKeyError
+	if !errors.As(err, &hkErr) {
+		t.Fatalf("err %v is no *HostKeyError", err)
+	}
+	if hkErr.Host != addr || hkErr.Fingerprint != offered || hkErr.KeyType != gossh.KeyAlgoED25519 || hkErr.Changed != wantChanged {
+		t.Errorf("host key error %+v, want host %s, key %s, changed %v", hkErr, addr, offered, wantChanged)
+	}
+	if !strings.Contains(err.Error(), offered) || !strings.Contains(res.Error, offered) {
+		t.Errorf("error %q / result error %q do not show the offered key", err, res.Error)
 	}
 }
 
@@ -362,6 +370,29 @@ func TestSignalledScript(t *testing.T) {
 	}
 }
 
+// minimalEnv returns the variables of env's output lines, failing the test
+// for one not in the minimal environment of a script with Env EXTRA.
+func minimalEnv(t *testing.T, lines []string) map[string]string {
+	t.Helper()
+	allowed := map[string]bool{"EXTRA": true, "TMPDIR": true, "POSTROTATE_ROTATION_ID": true, "POSTROTATE_STEP": true,
+		"POSTROTATE_ATTEMPT": true, "PWD": true, "SHLVL": true, "OLDPWD": true, "_": true}
+	for _, n := range ssh.DefaultInheritEnv() {
+		allowed[n] = true
+	}
+	seen := map[string]string{}
+	for _, l := range lines {
+		if l == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(l, "=")
+		seen[name] = value
+		if !allowed[name] {
+			t.Errorf("script sees %s, not in the minimal environment", l)
+		}
+	}
+	return seen
+}
+
 func TestRunDirectoryAndEnvironment(t *testing.T) {
 	t.Parallel()
 	f := setup(t, ssh.Options{Env: []string{"EXTRA=x y"}})
@@ -384,22 +415,7 @@ env
 	if filepath.Dir(dir) != f.runs || lines[3] != "tmpdir="+dir {
 		t.Errorf("pwd %q, %q; want a directory under %s that is also TMPDIR", dir, lines[3], f.runs)
 	}
-	allowed := map[string]bool{"EXTRA": true, "TMPDIR": true, "POSTROTATE_ROTATION_ID": true, "POSTROTATE_STEP": true,
-		"POSTROTATE_ATTEMPT": true, "PWD": true, "SHLVL": true, "OLDPWD": true, "_": true}
-	for _, n := range ssh.DefaultInheritEnv() {
-		allowed[n] = true
-	}
-	seen := map[string]string{}
-	for _, l := range lines[4:] {
-		if l == "" {
-			continue
-		}
-		name, value, _ := strings.Cut(l, "=")
-		seen[name] = value
-		if !allowed[name] {
-			t.Errorf("script sees %s, not in the minimal environment", l)
-		}
-	}
+	seen := minimalEnv(t, lines[4:])
 	if seen["POSTROTATE_ROTATION_ID"] != "rot 'quoted'" || seen["POSTROTATE_STEP"] != "7" || seen["POSTROTATE_ATTEMPT"] != "2" ||
 		seen["EXTRA"] != "x y" || seen["USER"] != sshdtest.User || seen["PATH"] == "" {
 		t.Errorf("environment %v", seen)
