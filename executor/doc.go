@@ -16,13 +16,30 @@
 // in every form [payload.SecretVariants] knows, replaced by "********"
 // ([Masker]) in stdout, stderr, Result.Error and Result.Command.
 //
+// # The run skeleton
+//
+// The executors that run a script share one skeleton, [ScriptRun]: prepare
+// the script (a failure is [ScriptRun.NotStarted]), start it with the
+// capped Stdout and Stderr writers, then [ScriptRun.Wait] for the started
+// [Process] within the job's timeout, kill its process tree at the timeout
+// or a cancellation, and build the Result with the output masked. Each
+// executor implements Process over its own way of running a script.
+//
 // # Implementations
 //
 //   - [github.com/postrotate/postrotate/executor/local] runs the script as a
 //     local process.
+//   - [github.com/postrotate/postrotate/executor/ssh] runs it on a machine
+//     over SSH.
+//   - [github.com/postrotate/postrotate/executor/winrm] runs it on a Windows
+//     machine over WinRM.
+//   - [github.com/postrotate/postrotate/executor/http] sends a declarative
+//     HTTP request instead of running a script.
+//   - [github.com/postrotate/postrotate/executor/rotate] changes a password
+//     with a built-in rotator.
 //
-// Each implementation runs the conformance suite in
-// [github.com/postrotate/postrotate/executor/executortest].
+// Each executor that runs scripts (local, SSH, WinRM) runs the conformance
+// suite in [github.com/postrotate/postrotate/executor/executortest].
 //
 // Executors return results; they never log.
 package executor

@@ -72,42 +72,7 @@ func (m *Masker) Mask(s string) string {
 	if m == nil || len(m.variants) == 0 || s == "" {
 		return s
 	}
-	var spans []span // the occurrences, by start
-	if f := m.filter; f != nil {
-		for i := 0; i+anchorLen <= len(s); i++ {
-			a := anchorAt(s, i)
-			if h := anchorHash(a); f[h/64]&(1<<(h%64)) == 0 {
-				continue
-			}
-			for _, v := range m.anchored[a] { // longest first: the first found covers the others
-				if strings.HasPrefix(s[i:], v) {
-					spans = addSpan(spans, i, i+len(v))
-					break
-				}
-			}
-		}
-	}
-	if len(m.short) > 0 {
-		sorted := len(spans)
-		for _, v := range m.short {
-			for i := 0; i+len(v) <= len(s); {
-				j := strings.Index(s[i:], v)
-				if j < 0 {
-					break
-				}
-				spans = append(spans, span{i + j, i + j + len(v)})
-				i += j + 1 // occurrences may overlap
-			}
-		}
-		if len(spans) > sorted {
-			slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
-			merged := spans[:0]
-			for _, sp := range spans {
-				merged = addSpan(merged, sp.start, sp.end)
-			}
-			spans = merged
-		}
-	}
+	spans := m.shortSpans(s, m.anchoredSpans(s)) // the occurrences, by start
 	if len(spans) == 0 {
 		return s
 	}
@@ -121,6 +86,54 @@ func (m *Masker) Mask(s string) string {
 	}
 	b.WriteString(s[prev:])
 	return b.String()
+}
+
+// anchoredSpans returns the occurrences in s of the variants of anchorLen
+// bytes or more, by start, merged.
+func (m *Masker) anchoredSpans(s string) []span {
+	f := m.filter
+	if f == nil {
+		return nil
+	}
+	var spans []span
+	for i := 0; i+anchorLen <= len(s); i++ {
+		a := anchorAt(s, i)
+		if h := anchorHash(a); f[h/64]&(1<<(h%64)) == 0 {
+			continue
+		}
+		for _, v := range m.anchored[a] { // longest first: the first found covers the others
+			if strings.HasPrefix(s[i:], v) {
+				spans = addSpan(spans, i, i+len(v))
+				break
+			}
+		}
+	}
+	return spans
+}
+
+// shortSpans adds to spans the occurrences in s of the variants shorter
+// than anchorLen, and returns them all by start, merged.
+func (m *Masker) shortSpans(s string, spans []span) []span {
+	sorted := len(spans)
+	for _, v := range m.short {
+		for i := 0; i+len(v) <= len(s); {
+			j := strings.Index(s[i:], v)
+			if j < 0 {
+				break
+			}
+			spans = append(spans, span{i + j, i + j + len(v)})
+			i += j + 1 // occurrences may overlap
+		}
+	}
+	if len(spans) == sorted {
+		return spans
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	merged := spans[:0]
+	for _, sp := range spans {
+		merged = addSpan(merged, sp.start, sp.end)
+	}
+	return merged
 }
 
 // span is the bytes [start, end) of a text.

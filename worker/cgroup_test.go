@@ -20,6 +20,7 @@ import (
 
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/local"
+	"github.com/postrotate/postrotate/executor/proctest"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/worker/workertest"
 )
@@ -89,7 +90,7 @@ func TestStartSweepsDeadWorkersScripts(t *testing.T) {
 		t.Fatalf("setsid child %d died with the worker: nothing left for the sweep", child)
 	}
 
-	logs := newSyncBuffer()
+	logs := new(proctest.Buffer)
 	log := zerolog.New(logs)
 	w, _ := setup(t, config{}, func(o *Options) {
 		o.Logger = &log

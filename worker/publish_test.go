@@ -19,6 +19,7 @@ import (
 
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/local"
+	"github.com/postrotate/postrotate/executor/proctest"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/worker/natsconn"
 	"github.com/postrotate/postrotate/worker/workertest"
@@ -29,7 +30,7 @@ import (
 // and the task is acknowledged.
 func TestResultFitsMaxPayload(t *testing.T) {
 	t.Parallel()
-	logs := newSyncBuffer()
+	logs := new(proctest.Buffer)
 	log := zerolog.New(logs)
 	w, b := setup(t, config{}, func(o *Options) {
 		o.Executors = map[string]executor.Executor{messages.RunnerLocal: local.New(local.Options{TempDir: t.TempDir()})}
@@ -103,7 +104,7 @@ func TestResultSurvivesBrokerRestart(t *testing.T) {
 			_, b.js = br.connect(t, br.url)
 			b.createLayout(t)
 
-			logs := newSyncBuffer()
+			logs := new(proctest.Buffer)
 			log := zerolog.New(logs)
 			opts, err := natsconn.Options(natsconn.Config{Host: host, Logger: &log})
 			if err != nil {
@@ -436,7 +437,7 @@ func TestReportedAfterLostReply(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			logs := newSyncBuffer()
+			logs := new(proctest.Buffer)
 			log := zerolog.New(logs)
 			w, b := setup(t, config{}, func(o *Options) { o.Logger = &log })
 			tk := task(1)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/local"
+	"github.com/postrotate/postrotate/executor/proctest"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
 )
@@ -27,28 +28,7 @@ type trusted struct {
 	coord *envelope.Coordinator
 	trust *envelope.Trust
 	dir   string
-	logs  *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer safe for the worker writing while the test
-// reads.
-type syncBuffer struct {
-	mu chan struct{}
-	b  bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.String()
+	logs  *proctest.Buffer
 }
 
 func setupTrusted(t *testing.T, cfg config, mod func(*Options)) *trusted {
@@ -61,7 +41,7 @@ func setupTrusted(t *testing.T, cfg config, mod func(*Options)) *trusted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := newSyncBuffer()
+	logs := new(proctest.Buffer)
 	log := zerolog.New(logs)
 	w, b := setup(t, cfg, func(o *Options) {
 		o.Trust = trust
@@ -354,7 +334,7 @@ func TestTrustWithoutBucketRetries(t *testing.T) {
 // task it cannot open.
 func TestWithoutTrustWarnsAndCannotOpen(t *testing.T) {
 	t.Parallel()
-	logs := newSyncBuffer()
+	logs := new(proctest.Buffer)
 	log := zerolog.New(logs)
 	w, b := setup(t, config{}, func(o *Options) { o.Logger = &log })
 	start(t, w)

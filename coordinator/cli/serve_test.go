@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -15,29 +14,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/postrotate/postrotate/executor/proctest"
 	"github.com/postrotate/postrotate/messages/envelope"
 	"github.com/postrotate/postrotate/worker"
 	"github.com/postrotate/postrotate/worker/natsconn"
 	"github.com/postrotate/postrotate/worker/workertest"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -63,7 +45,7 @@ records:
 // served is a `postrotate serve` running in this process.
 type served struct {
 	url, natsURL, token string
-	logs                *syncBuffer
+	logs                *proctest.Buffer
 	stop                func() int // ends serve (as a signal would) and returns its exit status
 }
 
@@ -78,7 +60,7 @@ func startServe(t *testing.T, data string, extra ...string) *served {
 func startServeOn(t *testing.T, data, httpAddr, natsAddr string, extra ...string) *served {
 	t.Helper()
 	inv := writeInventory(t, serveInventory, map[string]string{"ok.sh": "echo ok $POSTROTATE_STEP\n"})
-	sv := &served{url: "http://" + httpAddr, natsURL: "nats://" + natsAddr, token: filepath.Join(data, "api.token"), logs: &syncBuffer{}}
+	sv := &served{url: "http://" + httpAddr, natsURL: "nats://" + natsAddr, token: filepath.Join(data, "api.token"), logs: &proctest.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	args := append([]string{"serve", "-i", inv, "--data", data, "--http", httpAddr, "--nats-listen", natsAddr,

@@ -1,38 +1,19 @@
 package dispatch
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/postrotate/postrotate/coordinator/rotation"
+	"github.com/postrotate/postrotate/executor/proctest"
 	"github.com/postrotate/postrotate/worker/workertest"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // buildWorker builds bin/postrotate-worker for the test.
 func buildWorker(t *testing.T) string {
@@ -72,7 +53,7 @@ func TestRemoteWorkerProcess(t *testing.T) {
 // remote-1, logging at debug level into logs.
 type workerProcess struct {
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *proctest.Buffer
 	exited chan error // receives cmd.Wait's error once
 }
 
@@ -80,7 +61,7 @@ type workerProcess struct {
 // url; the test's cleanup kills it.
 func startWorkerProcess(t *testing.T, bin, url string) *workerProcess {
 	t.Helper()
-	w := &workerProcess{logs: &syncBuffer{}, exited: make(chan error, 1)}
+	w := &workerProcess{logs: &proctest.Buffer{}, exited: make(chan error, 1)}
 	w.cmd = exec.Command(bin, "--host", "gw-2", "--nats", url, "--name", "remote-1", "--log-level", "debug", "--stop-grace", "30s")
 	w.cmd.Stdout, w.cmd.Stderr = w.logs, w.logs
 	if err := w.cmd.Start(); err != nil {

@@ -11,13 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/postrotate/postrotate/executor/proctest"
 	"github.com/postrotate/postrotate/worker/workertest"
 )
 
@@ -54,30 +54,12 @@ func TestMain(m *testing.M) {
 	}))
 }
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a process started by a test.
 type proc struct {
 	t      *testing.T
 	name   string
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *proctest.Buffer
 	exited chan struct{}
 	err    error
 	// hide, when set, masks what the logs printed on failure must not show.
@@ -86,7 +68,7 @@ type proc struct {
 
 func start(t *testing.T, name, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{t: t, name: name, logs: &proctest.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/rotation"
+	"github.com/postrotate/postrotate/executor/proctest"
 )
 
 func TestMain(m *testing.M) {
@@ -259,7 +259,7 @@ func TestTimeoutAndHugeOutput(t *testing.T) {
 	if err != nil {
 		t.Fatalf("child pid in %q: %v", hang.Stdout, err)
 	}
-	waitGone(t, pid)
+	proctest.WaitGone(t, []int{pid}, 5*time.Second)
 	flood := out.Results[1]
 	if !flood.Success || !flood.StdoutTruncated || len(flood.Stdout) > 1<<20+200 || !strings.HasSuffix(flood.Stdout, "the-end\n") ||
 		!strings.HasPrefix(flood.Stdout, "xxxx") {
@@ -304,29 +304,6 @@ func TestSecretsMaskedInResults(t *testing.T) {
 	}
 	if !strings.Contains(out.Results[0].Stdout, "********") {
 		t.Fatalf("nothing masked: %q", out.Results[0].Stdout)
-	}
-}
-
-// waitGone fails unless process pid ends (or is a zombie: its new parent,
-// pid 1 of a container, may never reap it) within 5s.
-func waitGone(t *testing.T, pid int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if i := bytes.LastIndexByte(stat, ')'); err == nil && i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
-			return
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("child %d of the hung script still runs", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/postrotate/postrotate/executor"
+	"github.com/postrotate/postrotate/executor/proctest"
 )
 
 // Harness is what the suite needs to know about the executor under test.
@@ -41,6 +42,15 @@ type Harness struct {
 	// Target, when set, is given to every job of the suite: the remote
 	// host of an SSH or WinRM executor.
 	Target *executor.Target
+	// TermBeforeKill tells that the executor kills a process tree by
+	// escalation: SIGTERM to the tree, KillGrace for it to end, then
+	// SIGKILL. The suite then checks that a script trapping SIGTERM got it
+	// before it was killed. Leave it unset for an executor whose kill is
+	// immediate, as on Windows (TerminateProcess, a Job Object, a WinRM
+	// Signal terminate, which the fake WinRM server of the winrm tests
+	// mirrors with SIGKILL): there is no SIGTERM to escalate from, and the
+	// suite checks only that a tree ignoring SIGTERM is gone.
+	TermBeforeKill bool
 
 	local bool // Alive is the local check: leftover processes can be killed
 }
@@ -56,8 +66,8 @@ func (h Harness) withDefaults(t *testing.T) Harness {
 	if h.StartWithin <= 0 {
 		h.StartWithin = time.Second
 	}
-	if h.Alive == nil {
-		h.Alive = localAlive
+	if h.Alive == nil && proctest.Supported {
+		h.Alive = proctest.Alive
 		h.local = true
 	}
 	if h.Python == "" {
@@ -80,6 +90,7 @@ func Run(t *testing.T, h Harness) {
 		{"KeeperReaders", testKeeperReaders},
 		{"TimeoutKillsTree", testTimeout},
 		{"CancelKillsTree", testCancel},
+		{"KillEscalates", testKillEscalates},
 		{"OutputIsCapped", testOutputCapped},
 		{"SecretsAreMasked", testSecretsMasked},
 		{"CommandHasNoSecret", testCommandHasNoSecret},
@@ -321,8 +332,8 @@ echo after
 
 var pidLine = regexp.MustCompile(`(?m)^pid (\d+)$`)
 
-// treePIDs returns the pids treeScript printed.
-func treePIDs(t *testing.T, h Harness, stdout string) []int {
+// treePIDs returns the want pids a script printed on "pid N" lines.
+func treePIDs(t *testing.T, h Harness, stdout string, want int) []int {
 	t.Helper()
 	var pids []int
 	for _, m := range pidLine.FindAllStringSubmatch(stdout, -1) {
@@ -332,44 +343,24 @@ func treePIDs(t *testing.T, h Harness, stdout string) []int {
 		}
 		pids = append(pids, pid)
 		if h.local {
-			t.Cleanup(func() { localKill(pid) })
+			t.Cleanup(func() { proctest.Kill(pid) })
 		}
 	}
-	if len(pids) != 3 {
-		t.Fatalf("want 3 pids in stdout, got %q", stdout)
+	if len(pids) != want {
+		t.Fatalf("want %d pids in stdout, got %q", want, stdout)
 	}
 	return pids
 }
 
-// waitGone polls until every pid is gone, failing at the deadline.
+// waitGone waits until every pid is gone, failing after the kill grace
+// and 10s more.
 func waitGone(t *testing.T, h Harness, pids []int) {
 	t.Helper()
 	if h.Alive == nil {
 		t.Log("not checking that the process tree is gone: no Harness.Alive and no local process check on this system")
 		return
 	}
-	deadline := time.Now().Add(h.KillGrace + 10*time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var alive []int
-		for _, pid := range pids {
-			ok, err := h.Alive(pid)
-			if err != nil {
-				t.Fatalf("is %d alive: %v", pid, err)
-			}
-			if ok {
-				alive = append(alive, pid)
-			}
-		}
-		if len(alive) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes %v of the tree %v still run", alive, pids)
-		}
-		<-tick.C
-	}
+	proctest.WaitGoneWith(t, h.Alive, pids, h.KillGrace+10*time.Second)
 }
 
 func testTimeout(t *testing.T, h Harness) {
@@ -382,7 +373,7 @@ func testTimeout(t *testing.T, h Harness) {
 	if !strings.Contains(res.Stdout, "before\n") || strings.Contains(res.Stdout, "after") {
 		t.Errorf("stdout %q: want the output printed before the kill", res.Stdout)
 	}
-	waitGone(t, h, treePIDs(t, h, res.Stdout))
+	waitGone(t, h, treePIDs(t, h, res.Stdout, 3))
 }
 
 func testCancel(t *testing.T, h Harness) {
@@ -402,7 +393,73 @@ func testCancel(t *testing.T, h Harness) {
 	if !strings.Contains(res.Stdout, "before\n") {
 		t.Errorf("stdout %q: want the output printed before the kill", res.Stdout)
 	}
-	waitGone(t, h, treePIDs(t, h, res.Stdout))
+	waitGone(t, h, treePIDs(t, h, res.Stdout, 3))
+}
+
+// stubbornScript prints its pid and traps SIGTERM, saying so on stderr
+// when it comes, then waits for ever; it starts a child and a subshell with
+// a grandchild, which ignore SIGTERM, and prints their pids and "before".
+// Only SIGKILL ends the tree.
+const stubbornScript = `trap 'echo "got TERM" >&2' TERM
+echo "pid $$"
+( trap '' TERM; exec sleep 300 ) &
+echo "pid $!"
+( trap '' TERM; sleep 300 & echo "pid $!"; wait ) &
+echo "pid $!"
+echo before
+while :; do wait; done
+echo after
+`
+
+// testKillEscalates checks, at a timeout and at a cancellation, that a
+// tree that outlives SIGTERM is killed: Run returns within the kill grace
+// and 10s more of the kill's start, and the script, its child, the subshell
+// and its grandchild are all gone within the same bound again; with
+// TermBeforeKill, that the script got SIGTERM first.
+func testKillEscalates(t *testing.T, h Harness) {
+	killAfter := h.StartWithin + time.Second
+	check := func(t *testing.T, began time.Time, res executor.Result) {
+		t.Helper()
+		if bound := killAfter + h.KillGrace + 10*time.Second; time.Since(began) > bound {
+			t.Errorf("Run returned %s after it began, want within %s: the kill must escalate to SIGKILL after the grace", time.Since(began), bound)
+		}
+		if !strings.Contains(res.Stdout, "before\n") || strings.Contains(res.Stdout, "after") {
+			t.Errorf("stdout %q: want the output printed before the kill", res.Stdout)
+		}
+		waitGone(t, h, treePIDs(t, h, res.Stdout, 4))
+		if h.TermBeforeKill && !strings.Contains(res.Stderr, "got TERM\n") {
+			t.Errorf("stderr %q: the script did not get SIGTERM before it was killed", res.Stderr)
+		}
+	}
+	t.Run("Timeout", func(t *testing.T) {
+		t.Parallel()
+		job := shJob(stubbornScript)
+		job.Script.Timeout = killAfter
+		began := time.Now()
+		res := run(t, h, job)
+		if !res.TimedOut || res.ExitCode != -1 || res.Success() || res.Error == "" {
+			t.Errorf("got timed out %v, exit %d, success %v, error %q; want a timeout", res.TimedOut, res.ExitCode, res.Success(), res.Error)
+		}
+		check(t, began, res)
+	})
+	t.Run("Cancel", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		stop := time.AfterFunc(killAfter, cancel)
+		defer stop.Stop()
+		job := shJob(stubbornScript)
+		job.Target = h.Target
+		began := time.Now()
+		res, err := h.New(t).Run(ctx, job)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run error = %v, want one wrapping context.Canceled", err)
+		}
+		if res.ExitCode != -1 || res.Success() || res.Error == "" || res.TimedOut {
+			t.Errorf("got exit %d, success %v, error %q, timed out %v; want a cancelled run", res.ExitCode, res.Success(), res.Error, res.TimedOut)
+		}
+		check(t, began, res)
+	})
 }
 
 var omitted = regexp.MustCompile(`\n\[postrotate: (\d+) bytes omitted\]\n`)

@@ -92,40 +92,57 @@ func sensitiveHeader(name string) bool {
 // request or a cancelled ctx.
 func (h *HTTP) Run(ctx context.Context, job executor.Job) (executor.Result, error) {
 	res := executor.Result{System: executor.System(runtime.GOOS), ExitCode: 0, StartedAt: time.Now()}
-	finish := func() { res.FinishedAt = time.Now() }
+	failed := func(msg string) (executor.Result, error) {
+		res.Error = msg
+		res.FinishedAt = time.Now()
+		return res, nil
+	}
 	if job.Request == nil {
-		finish()
+		res.FinishedAt = time.Now()
 		return res, ErrNoRequest
 	}
-	req := job.Request
-	method := cmp.Or(strings.ToUpper(req.Method), http.MethodPost)
-	secrets := slices.Clone(job.Secrets)
-
 	params, err := payload.Decode(job.Stdin)
 	if err != nil {
-		res.Error = "decode payload: " + err.Error()
-		finish()
-		return res, nil
+		return failed("decode payload: " + err.Error())
 	}
 	dicts, err := params.RecordDicts()
 	if err != nil {
-		res.Error = "decode payload records: " + err.Error()
-		finish()
-		return res, nil
+		return failed("decode payload records: " + err.Error())
 	}
-	render := newRenderer(params, dicts)
+	req, secrets, err := renderRequest(job.Request, newRenderer(params, dicts))
+	job.Secrets = append(slices.Clone(job.Secrets), secrets...)
+	mask := job.Masker()
+	if err != nil {
+		return failed(mask.Mask(err.Error()))
+	}
+	res.Command = mask.Mask(req.method + " " + req.url)
+	return h.send(ctx, job, req, mask, res)
+}
+
+// request is a job's request with its templates rendered.
+type request struct {
+	method, url, body string
+	headers           map[string]string
+	expect            []int // ExpectStatus
+}
+
+// renderRequest renders the templates of req. It returns the values of the
+// credential headers rendered, to be masked, also with an error.
+func renderRequest(req *executor.Request, render func(what, text string) (string, error)) (request, []string, error) {
+	r := request{method: cmp.Or(strings.ToUpper(req.Method), http.MethodPost), headers: map[string]string{}, expect: req.ExpectStatus}
+	var secrets []string
 	u, err := render("url", req.URL)
 	if err == nil {
 		_, err = url.Parse(u)
 	}
-	headers := map[string]string{}
+	r.url = u
 	for name, v := range req.Headers {
 		if err != nil {
 			break
 		}
 		var rv string
 		rv, err = render("header "+name, v)
-		headers[name] = rv
+		r.headers[name] = rv
 		if sensitiveHeader(name) {
 			secrets = append(secrets, rv)
 			if _, tok, ok := strings.Cut(rv, " "); ok {
@@ -133,23 +150,77 @@ func (h *HTTP) Run(ctx context.Context, job executor.Job) (executor.Result, erro
 			}
 		}
 	}
-	var body string
 	if err == nil {
-		body, err = render("body", req.Body)
+		r.body, err = render("body", req.Body)
 	}
-	job.Secrets = secrets
-	mask := job.Masker()
-	if err != nil {
-		res.Error = mask.Mask(err.Error())
-		finish()
-		return res, nil
-	}
-	res.Command = mask.Mask(method + " " + u)
+	return r, secrets, err
+}
 
+// send sends the rendered request, retrying, within the job's timeout, and
+// completes res with the response.
+func (h *HTTP) send(ctx context.Context, job executor.Job, req request, mask *executor.Masker, res executor.Result) (executor.Result, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, job.EffectiveTimeout())
 	defer cancel()
 	stderr := executor.NewOutput(job.EffectiveOutputLimit())
+	attempts := 0
+	client := h.newClient(stderr, &attempts)
+	rq, err := retryablehttp.NewRequestWithContext(ctx, req.method, req.url, bytes.NewReader([]byte(req.body)))
+	if err != nil {
+		res.Error = mask.Mask("build request: " + err.Error())
+		res.FinishedAt = time.Now()
+		return res, nil
+	}
+	for name, v := range req.headers {
+		rq.Header.Set(name, v)
+	}
+	if rq.Header.Get("Idempotency-Key") == "" {
+		rq.Header.Set("Idempotency-Key", fmt.Sprintf("postrotate-%s-%d", job.RotationID, job.Step))
+	}
+	resp, err := client.Do(rq)
+	if err != nil {
+		res.ExitCode = -1
+		res.Stderr, res.StderrTruncated = stderr.Finish(mask)
+		res.FinishedAt = time.Now()
+		switch {
+		case parent.Err() != nil:
+			res.Error = "canceled"
+			return res, fmt.Errorf("http %s: %w", req.method, parent.Err())
+		case ctx.Err() != nil:
+			res.TimedOut = true
+			res.Error = fmt.Sprintf("timed out after %s", job.EffectiveTimeout())
+			return res, nil
+		}
+		res.Error = mask.Mask(fmt.Sprintf("%s %s: no response after %d attempts: %v", req.method, req.url, max(attempts, 1), err))
+		return res, nil
+	}
+	defer resp.Body.Close()
+	stdout := executor.NewOutput(job.EffectiveOutputLimit())
+	fmt.Fprintf(stdout, "%s %s\n", resp.Proto, resp.Status)
+	_, _ = io.Copy(stdout, resp.Body)
+	res.Stdout, res.StdoutTruncated = stdout.Finish(mask)
+	res.Stderr, res.StderrTruncated = stderr.Finish(mask)
+	res.ExitCode = 0
+	if !expected(resp.StatusCode, req.expect) {
+		res.ExitCode = resp.StatusCode
+		res.Error = fmt.Sprintf("unexpected status %d", resp.StatusCode)
+	}
+	res.FinishedAt = time.Now()
+	return res, nil
+}
+
+// expected reports whether status means success: one of expect, or any 2xx
+// when expect is empty.
+func expected(status int, expect []int) bool {
+	if len(expect) > 0 {
+		return slices.Contains(expect, status)
+	}
+	return status/100 == 2
+}
+
+// newClient returns the client of one request: it writes its retries to
+// stderr and counts its attempts.
+func (h *HTTP) newClient(stderr io.Writer, attempts *int) *retryablehttp.Client {
 	client := retryablehttp.NewClient()
 	client.Logger = nil
 	client.RetryMax = h.opts.RetryMax
@@ -169,59 +240,9 @@ func (h *HTTP) Run(ctx context.Context, job executor.Job) (executor.Result, erro
 		}
 		return false, nil
 	}
-	attempts := 0
-	client.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, _ int) { attempts++ }
+	client.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, _ int) { *attempts++ }
 	client.ErrorHandler = retryablehttp.PassthroughErrorHandler
-
-	rq, err := retryablehttp.NewRequestWithContext(ctx, method, u, bytes.NewReader([]byte(body)))
-	if err != nil {
-		res.Error = mask.Mask("build request: " + err.Error())
-		finish()
-		return res, nil
-	}
-	for name, v := range headers {
-		rq.Header.Set(name, v)
-	}
-	if rq.Header.Get("Idempotency-Key") == "" {
-		rq.Header.Set("Idempotency-Key", fmt.Sprintf("postrotate-%s-%d", job.RotationID, job.Step))
-	}
-	resp, err := client.Do(rq)
-	stdout := executor.NewOutput(job.EffectiveOutputLimit())
-	if err != nil {
-		res.ExitCode = -1
-		res.Stderr, res.StderrTruncated = stderr.Finish(mask)
-		switch {
-		case parent.Err() != nil:
-			finish()
-			res.Error = "canceled"
-			return res, fmt.Errorf("http %s: %w", method, parent.Err())
-		case ctx.Err() != nil:
-			finish()
-			res.TimedOut = true
-			res.Error = fmt.Sprintf("timed out after %s", job.EffectiveTimeout())
-			return res, nil
-		}
-		res.Error = mask.Mask(fmt.Sprintf("%s %s: no response after %d attempts: %v", method, u, max(attempts, 1), err))
-		finish()
-		return res, nil
-	}
-	defer resp.Body.Close()
-	fmt.Fprintf(stdout, "%s %s\n", resp.Proto, resp.Status)
-	_, _ = io.Copy(stdout, resp.Body)
-	res.ExitCode = resp.StatusCode
-	res.Stdout, res.StdoutTruncated = stdout.Finish(mask)
-	res.Stderr, res.StderrTruncated = stderr.Finish(mask)
-	expected := resp.StatusCode/100 == 2
-	if len(req.ExpectStatus) > 0 {
-		expected = slices.Contains(req.ExpectStatus, resp.StatusCode)
-	}
-	if !expected {
-		res.Error = fmt.Sprintf("unexpected status %d", resp.StatusCode)
-	} else {
-		res.ExitCode = 0
-	}
-	finish()
-	return res, nil
+	return client
 }
 
 // newRenderer returns a function rendering one template over the payload.

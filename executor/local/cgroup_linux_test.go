@@ -18,6 +18,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/executortest"
 	"github.com/postrotate/postrotate/executor/local"
+	"github.com/postrotate/postrotate/executor/proctest"
 )
 
 // requireCgroup skips a test where scripts run without their own cgroup,
@@ -55,7 +56,8 @@ func TestConformanceCgroupByProcs(t *testing.T) {
 		New: func(t *testing.T) executor.Executor {
 			return local.NewCgroupByProcs(local.Options{TempDir: t.TempDir(), KillGrace: testKillGrace})
 		},
-		KillGrace: testKillGrace,
+		KillGrace:      testKillGrace,
+		TermBeforeKill: true,
 	})
 }
 
@@ -244,7 +246,7 @@ func TestWorkerDeathKillsScript(t *testing.T) {
 	if err := <-waited; err == nil {
 		t.Fatalf("the helper exited by itself; stderr %q", stderr.String())
 	}
-	waitGone(t, []int{script}, 10*time.Second)
+	proctest.WaitGone(t, []int{script}, 10*time.Second)
 
 	if cg == "" {
 		t.Skipf("%v: the sweep of what the script left running is not checked", local.Containment())
@@ -252,7 +254,15 @@ func TestWorkerDeathKillsScript(t *testing.T) {
 	if !alive(child) || !alive(sleep) {
 		t.Fatalf("setsid child %d or sleep %d died with the worker: nothing left for the sweep to check", child, sleep)
 	}
-	var stdout bytes.Buffer
+	checkSweep(t, cg, dir, worker.Process.Pid, child, sleep)
+}
+
+// checkSweep runs Sweep in a helper process and checks that it killed the
+// setsid child and the sleep that the script of the dead worker workerPID
+// left, and removed the worker's cgroups under cg.
+func checkSweep(t *testing.T, cg, dir string, workerPID, child, sleep int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
 	sweeper := startHelper(t, cg, "sweep", dir, &stdout, &stderr)
 	if err := sweeper.Wait(); err != nil {
 		t.Fatalf("sweep: %v; stderr %q", err, stderr.String())
@@ -272,7 +282,7 @@ func TestWorkerDeathKillsScript(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if e.IsDir() && strings.HasPrefix(e.Name(), fmt.Sprintf("postrotate-%d-", worker.Process.Pid)) {
+		if e.IsDir() && strings.HasPrefix(e.Name(), fmt.Sprintf("postrotate-%d-", workerPID)) {
 			t.Errorf("the dead worker's cgroup %s is still there", e.Name())
 		}
 	}

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,116 +82,134 @@ func New(opts Options) *Local {
 // the script could not be started, or when ctx is cancelled (after killing
 // the process tree; the error wraps ctx.Err()).
 func (l *Local) Run(ctx context.Context, job executor.Job) (executor.Result, error) {
-	mask := job.Masker()
-	res := executor.Result{System: executor.System(runtime.GOOS), ExitCode: -1}
-	name := executor.ScriptFileName(job.Script.Name)
-	notStarted := func(why string, err error) (executor.Result, error) {
-		res.StartedAt = time.Now()
-		res.FinishedAt = res.StartedAt
-		res.Error = mask.Mask(why + ": " + err.Error())
-		return res, mask.MaskError(fmt.Errorf("run %s: %s: %w", name, why, err))
-	}
+	run := executor.NewScriptRun(job, "")
+	run.SetSystem(executor.System(runtime.GOOS))
 	if err := ctx.Err(); err != nil {
-		return notStarted("canceled before start", err)
+		return run.NotStarted("canceled before start", err)
 	}
 
 	dir, err := os.MkdirTemp(l.opts.TempDir, "postrotate-")
 	if err != nil {
-		return notStarted("create run directory", err)
+		return run.NotStarted("create run directory", err)
 	}
 	defer os.RemoveAll(dir) //nolint:errcheck // best effort; nothing to report it to
-	scriptPath := filepath.Join(dir, name)
+	scriptPath := filepath.Join(dir, run.Name())
 	argv, err := executor.Argv(job.Script, scriptPath, l.opts.Interpreters)
 	if err != nil {
-		return notStarted("choose interpreter", err)
+		return run.NotStarted("choose interpreter", err)
 	}
-	res.Command = mask.Mask(strings.Join(argv, " "))
+	run.SetCommand(strings.Join(argv, " "))
 	if err := writeFile(scriptPath, job.Script.Content, 0o700); err != nil {
-		return notStarted("write script", err)
+		return run.NotStarted("write script", err)
 	}
 	if executor.UsesBootstrap(job.Script) {
 		if err := writeFile(executor.BootstrapPath(scriptPath), []byte(executor.PowerShellBootstrap), 0o600); err != nil {
-			return notStarted("write bootstrap", err)
+			return run.NotStarted("write bootstrap", err)
 		}
 	}
 
-	stdout := executor.NewOutput(job.EffectiveOutputLimit())
-	stderr := executor.NewOutput(job.EffectiveOutputLimit())
-	env := l.environ(job, dir)
 	t, err := l.newTree()
 	if err != nil {
-		return notStarted("contain process tree", err)
+		return run.NotStarted("contain process tree", err)
 	}
 	defer t.release()
-	newCmd := func() *exec.Cmd {
-		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Dir = dir
-		cmd.Env = env
-		if len(job.Stdin) > 0 {
-			cmd.Stdin = bytes.NewReader(job.Stdin)
-		} // else the null device: EOF at once
-		cmd.Stdout, cmd.Stderr = stdout, stderr
-		cmd.WaitDelay = l.opts.WaitDelay
-		t.prepare(cmd)
-		return cmd
-	}
-
-	res.StartedAt = time.Now()
-	cmd, err := start(newCmd, t)
+	spec := cmdSpec{argv: argv, dir: dir, env: l.environ(job, dir), stdin: job.Stdin, stdout: run.Stdout, stderr: run.Stderr}
+	run.Starting()
+	cmd, err := start(func() *exec.Cmd { return l.newCmd(spec, t) }, t)
 	if err != nil {
-		return notStarted("start "+argv[0], err)
+		return run.NotStarted("start "+argv[0], err)
 	}
 	if err := t.started(cmd); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return notStarted("track process tree", err)
+		return run.NotStarted("track process tree", err)
 	}
+	return run.Wait(ctx, l.newProcess(cmd, t))
+}
 
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	timeout := job.EffectiveTimeout()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
+// cmdSpec is what the script's process is started with.
+type cmdSpec struct {
+	argv           []string
+	dir            string
+	env            []string
+	stdin          []byte
+	stdout, stderr io.Writer
+}
 
-	var waitErr error
-	canceled := false
-	select {
-	case waitErr = <-done:
-	case <-timer.C:
+// newCmd returns the script's process, ready to start in tree t.
+func (l *Local) newCmd(c cmdSpec, t *tree) *exec.Cmd {
+	cmd := exec.Command(c.argv[0], c.argv[1:]...)
+	cmd.Dir = c.dir
+	cmd.Env = c.env
+	if len(c.stdin) > 0 {
+		cmd.Stdin = bytes.NewReader(c.stdin)
+	} // else the null device: EOF at once
+	cmd.Stdout, cmd.Stderr = c.stdout, c.stderr
+	cmd.WaitDelay = l.opts.WaitDelay
+	t.prepare(cmd)
+	return cmd
+}
+
+// process is a started script, as [executor.ScriptRun] drives it.
+type process struct {
+	l    *Local
+	t    *tree
+	cmd  *exec.Cmd
+	done chan struct{} // closed once cmd.Wait returned
+	err  error         // what cmd.Wait returned, once done is closed
+}
+
+var _ executor.Process = (*process)(nil)
+
+// newProcess returns the started cmd as a process, waited for from now on.
+func (l *Local) newProcess(cmd *exec.Cmd, t *tree) *process {
+	p := &process{l: l, t: t, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p
+}
+
+func (p *process) Done() <-chan struct{} { return p.done }
+
+// Kill kills the process tree: it asks it to stop, gives it KillGrace, then
+// kills what is left, and waits for the script's process to be reaped (the
+// output pipes are closed after WaitDelay at the latest).
+func (p *process) Kill() error {
+	if err := p.t.terminate(); err == nil && graceful {
+		grace := time.NewTimer(p.l.opts.KillGrace)
+		defer grace.Stop()
 		select {
-		case waitErr = <-done: // exited at the very moment
-		default:
-			res.TimedOut = true
-			waitErr = l.stop(t, done)
+		case <-p.done:
+			_ = p.t.kill() // what outlived the leader
+			return nil
+		case <-grace.C:
 		}
-	case <-ctx.Done():
-		canceled = true
-		waitErr = l.stop(t, done)
 	}
-	res.FinishedAt = time.Now()
-	res.Stdout, res.StdoutTruncated = stdout.Finish(mask)
-	res.Stderr, res.StderrTruncated = stderr.Finish(mask)
+	_ = p.t.kill()
+	<-p.done
+	return nil
+}
 
-	switch {
-	case canceled:
-		res.Error = mask.Mask(fmt.Sprintf("canceled (%v): process tree killed", ctx.Err()))
-		return res, mask.MaskError(fmt.Errorf("run %s: %w", name, ctx.Err()))
-	case res.TimedOut:
-		res.Error = fmt.Sprintf("timed out after %s: process tree killed", timeout)
-		return res, nil
-	}
-	res.ExitCode = cmd.ProcessState.ExitCode()
+// Drain waits for cmd.Wait, which has closed the output pipes.
+func (p *process) Drain(bool) { <-p.done }
+
+// Exit reads how the process ended.
+func (p *process) Exit(executor.Result) executor.Exit {
+	state := p.cmd.ProcessState
+	exit := executor.Exit{Code: state.ExitCode()}
 	var exitErr *exec.ExitError
 	switch {
-	case res.ExitCode < 0:
-		res.Error = mask.Mask("terminated: " + cmd.ProcessState.String())
-	case waitErr == nil, errors.Is(waitErr, exec.ErrWaitDelay), errors.As(waitErr, &exitErr):
+	case exit.Code < 0:
+		exit.Error = "terminated: " + state.String()
+	case p.err == nil, errors.Is(p.err, exec.ErrWaitDelay), errors.As(p.err, &exitErr):
 		// Completed; a pipe held open by a background process after the
 		// script exited is not the script's failure.
 	default:
-		res.Error = mask.Mask("wait: " + waitErr.Error())
+		exit.Error = "wait: " + p.err.Error()
 	}
-	return res, nil
+	return exit
 }
 
 // start starts the command newCmd returns, again when t asks for it or when
@@ -212,24 +230,6 @@ func start(newCmd func() *exec.Cmd, t *tree) (*exec.Cmd, error) {
 			return nil, err
 		}
 	}
-}
-
-// stop kills the process tree: it asks it to stop, gives it KillGrace, then
-// kills what is left, and waits for the script's process to be reaped (the
-// output pipes are closed after WaitDelay at the latest).
-func (l *Local) stop(t *tree, done <-chan error) error {
-	if err := t.terminate(); err == nil && graceful {
-		grace := time.NewTimer(l.opts.KillGrace)
-		defer grace.Stop()
-		select {
-		case err := <-done:
-			_ = t.kill() // what outlived the leader
-			return err
-		case <-grace.C:
-		}
-	}
-	_ = t.kill()
-	return <-done
 }
 
 // writeFile writes a file that must not exist yet with exactly mode perm

@@ -21,6 +21,7 @@ import (
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/executortest"
 	"github.com/postrotate/postrotate/executor/local"
+	"github.com/postrotate/postrotate/executor/proctest"
 )
 
 func TestMain(m *testing.M) {
@@ -110,7 +111,8 @@ func TestConformance(t *testing.T) {
 			l, _ := setup(t, local.Options{})
 			return l
 		},
-		KillGrace: testKillGrace,
+		KillGrace:      testKillGrace,
+		TermBeforeKill: true,
 	})
 }
 
@@ -123,7 +125,8 @@ func TestConformanceWithoutCgroup(t *testing.T) {
 			opts := local.Options{TempDir: t.TempDir(), KillGrace: testKillGrace}
 			return local.NewWithoutCgroup(opts)
 		},
-		KillGrace: testKillGrace,
+		KillGrace:      testKillGrace,
+		TermBeforeKill: true,
 	})
 }
 
@@ -293,35 +296,8 @@ func pids(t *testing.T, stdout string, want int) []int {
 
 // alive reports whether pid runs (a zombie does not).
 func alive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err == nil {
-		i := strings.LastIndexByte(string(stat), ')')
-		return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
-	}
-	return syscall.Kill(pid, 0) == nil
-}
-
-// waitGone polls until the pids are gone.
-func waitGone(t *testing.T, pids []int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes %v still run", left)
-		}
-		<-tick.C
-	}
+	ok, _ := proctest.Alive(pid)
+	return ok
 }
 
 func TestKillEscalatesToSIGKILL(t *testing.T) {
@@ -340,7 +316,7 @@ wait
 	if !res.TimedOut || res.ExitCode != -1 || !strings.Contains(res.Error, "timed out after 500ms") {
 		t.Errorf("timed out %v, exit %d, error %q", res.TimedOut, res.ExitCode, res.Error)
 	}
-	waitGone(t, pids(t, res.Stdout, 2), 10*time.Second)
+	proctest.WaitGone(t, pids(t, res.Stdout, 2), 10*time.Second)
 	assertEmpty(t, parent)
 }
 

@@ -56,157 +56,189 @@ func run(t *testing.T, r *rotate.Rotator, job executor.Job) executor.Result {
 	return res
 }
 
+// linuxSSHVictim is the user whose password TestLinuxSSH changes.
+const linuxSSHVictim = "postrotate-rot1"
+
+// linuxSSH is the fixture of TestLinuxSSH: a real sshd, a Rotator, and the
+// victim's password as the subtests change it.
+type linuxSSH struct {
+	sshd     *sshdtest.Server
+	r        *rotate.Rotator
+	password string
+}
+
+// keyOnly returns the sshd's target logging in with the key alone.
+func (f *linuxSSH) keyOnly() *executor.Target {
+	target := f.sshd.Target()
+	target.Password, target.PrivateKey = "", f.sshd.UserKeyPEM
+	return target
+}
+
 // TestLinuxSSH rotates a user's password on a real sshd, as the SSH test
 // user through sudo, and logs in with it. The subtests share the sudo rule
 // file: they run one after the other.
 func TestLinuxSSH(t *testing.T) {
 	t.Parallel()
-	const victim = "postrotate-rot1"
-	sshd := sshdtest.Start(t, "AllowUsers "+sshdtest.User+" "+victim)
-	r := newRotator(t, sshdtest.UserDir(t))
-	password := "Old-pw-1a"
-	sshdtest.CreateUser(t, victim, password)
-	addr := sshd.Addr
-	keyOnly := func() *executor.Target {
-		target := sshd.Target()
-		target.Password, target.PrivateKey = "", sshd.UserKeyPEM
-		return target
+	f := &linuxSSH{sshd: sshdtest.Start(t, "AllowUsers "+sshdtest.User+" "+linuxSSHVictim), password: "Old-pw-1a"}
+	f.r = newRotator(t, sshdtest.UserDir(t))
+	sshdtest.CreateUser(t, linuxSSHVictim, f.password)
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, *linuxSSH)
+	}{
+		{"NoSudoRule", testLinuxSSHNoSudoRule},
+		{"SudoWithPassword", testLinuxSSHSudoWithPassword},
+		{"SudoWithoutPassword", testLinuxSSHSudoWithoutPassword},
+		{"WrongSudoPassword", testLinuxSSHWrongSudoPassword},
+		{"NoSecretOnACommandLine", testLinuxSSHNoSecretOnACommandLine},
+		{"InvalidLogin", testLinuxSSHInvalidLogin},
+		{"Unreachable", testLinuxSSHUnreachable},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, f) })
 	}
+}
 
-	t.Run("NoSudoRule", func(t *testing.T) {
-		res := run(t, r, linuxJob(keyOnly(), victim, password, "New-pw-never"))
-		if res.ExitCode != 1 || res.Success() || res.Error == "" {
-			t.Errorf("result %+v: want exit 1 and an error", res)
-		}
-		if !sshd.CanLogin(t, victim, password) {
-			t.Errorf("the password changed")
-		}
-	})
+func testLinuxSSHNoSudoRule(t *testing.T, f *linuxSSH) {
+	res := run(t, f.r, linuxJob(f.keyOnly(), linuxSSHVictim, f.password, "New-pw-never"))
+	if res.ExitCode != 1 || res.Success() || res.Error == "" {
+		t.Errorf("result %+v: want exit 1 and an error", res)
+	}
+	if !f.sshd.CanLogin(t, linuxSSHVictim, f.password) {
+		t.Errorf("the password changed")
+	}
+}
 
-	t.Run("SudoWithPassword", func(t *testing.T) {
-		// The admin's password is the first line of the script's stdin,
-		// its new password the second: sudo -S must read only the first,
-		// or chpasswd gets no "user:password" line, or a line without a
-		// ':' and exits 1.
-		sshdtest.AllowSudo(t, sshdtest.User, false)
-		newPW := "New-pw-2b:with colon"
-		job := linuxJob(sshd.Target(), victim, password, newPW)
-		res := run(t, r, job)
-		if !res.Success() {
-			t.Fatalf("result %+v", res)
-		}
-		if want := fmt.Sprintf("password of %s changed on %s (linux)", victim, addr); res.Stdout != want {
-			t.Errorf("stdout %q, want %q", res.Stdout, want)
-		}
-		if res.Command != "chpasswd" || res.System != "Linux" {
-			t.Errorf("command %q, system %q", res.Command, res.System)
-		}
-		if !sshd.CanLogin(t, victim, newPW) {
-			t.Errorf("%s cannot log in with the new password", victim)
-		}
-		if sshd.CanLogin(t, victim, password) {
-			t.Errorf("%s still logs in with the old password", victim)
-		}
-		password = newPW
-	})
+func testLinuxSSHSudoWithPassword(t *testing.T, f *linuxSSH) {
+	// The admin's password is the first line of the script's stdin,
+	// its new password the second: sudo -S must read only the first,
+	// or chpasswd gets no "user:password" line, or a line without a
+	// ':' and exits 1.
+	sshdtest.AllowSudo(t, sshdtest.User, false)
+	newPW := "New-pw-2b:with colon"
+	job := linuxJob(f.sshd.Target(), linuxSSHVictim, f.password, newPW)
+	res := run(t, f.r, job)
+	if !res.Success() {
+		t.Fatalf("result %+v", res)
+	}
+	if want := fmt.Sprintf("password of %s changed on %s (linux)", linuxSSHVictim, f.sshd.Addr); res.Stdout != want {
+		t.Errorf("stdout %q, want %q", res.Stdout, want)
+	}
+	if res.Command != "chpasswd" || res.System != "Linux" {
+		t.Errorf("command %q, system %q", res.Command, res.System)
+	}
+	if !f.sshd.CanLogin(t, linuxSSHVictim, newPW) {
+		t.Errorf("%s cannot log in with the new password", linuxSSHVictim)
+	}
+	if f.sshd.CanLogin(t, linuxSSHVictim, f.password) {
+		t.Errorf("%s still logs in with the old password", linuxSSHVictim)
+	}
+	f.password = newPW
+}
 
-	t.Run("SudoWithoutPassword", func(t *testing.T) {
-		sshdtest.AllowSudo(t, sshdtest.User, true)
-		newPW := "New-pw-3c"
-		res := run(t, r, linuxJob(keyOnly(), victim, password, newPW))
-		if !res.Success() {
-			t.Fatalf("result %+v", res)
-		}
-		if !sshd.CanLogin(t, victim, newPW) || sshd.CanLogin(t, victim, password) {
-			t.Errorf("the new password should work and the old one not")
-		}
-		password = newPW
-	})
+func testLinuxSSHSudoWithoutPassword(t *testing.T, f *linuxSSH) {
+	sshdtest.AllowSudo(t, sshdtest.User, true)
+	newPW := "New-pw-3c"
+	res := run(t, f.r, linuxJob(f.keyOnly(), linuxSSHVictim, f.password, newPW))
+	if !res.Success() {
+		t.Fatalf("result %+v", res)
+	}
+	if !f.sshd.CanLogin(t, linuxSSHVictim, newPW) || f.sshd.CanLogin(t, linuxSSHVictim, f.password) {
+		t.Errorf("the new password should work and the old one not")
+	}
+	f.password = newPW
+}
 
-	t.Run("WrongSudoPassword", func(t *testing.T) {
-		sshdtest.AllowSudo(t, sshdtest.User, false)
-		target := keyOnly() // logs in with the key, the password is for sudo
-		target.Password = "Wrong-sudo-pw-4d"
-		job := linuxJob(target, victim, password, "New-pw-never-5e")
-		res := run(t, r, job)
-		if res.ExitCode != 1 || res.Success() || res.Error == "" {
-			t.Errorf("result %+v: want exit 1 and an error", res)
-		}
-		// sudo had one try: after a wrong password it reads another line,
-		// which must not be the "user:password" one.
-		if strings.Contains(res.Stderr, "2 incorrect password attempts") {
-			t.Errorf("sudo read the second line as a password: %q", res.Stderr)
-		}
-		if !sshd.CanLogin(t, victim, password) {
-			t.Errorf("the password changed")
-		}
-	})
+func testLinuxSSHWrongSudoPassword(t *testing.T, f *linuxSSH) {
+	sshdtest.AllowSudo(t, sshdtest.User, false)
+	target := f.keyOnly() // logs in with the key, the password is for sudo
+	target.Password = "Wrong-sudo-pw-4d"
+	job := linuxJob(target, linuxSSHVictim, f.password, "New-pw-never-5e")
+	res := run(t, f.r, job)
+	if res.ExitCode != 1 || res.Success() || res.Error == "" {
+		t.Errorf("result %+v: want exit 1 and an error", res)
+	}
+	// sudo had one try: after a wrong password it reads another line,
+	// which must not be the "user:password" one.
+	if strings.Contains(res.Stderr, "2 incorrect password attempts") {
+		t.Errorf("sudo read the second line as a password: %q", res.Stderr)
+	}
+	if !f.sshd.CanLogin(t, linuxSSHVictim, f.password) {
+		t.Errorf("the password changed")
+	}
+}
 
-	t.Run("NoSecretOnACommandLine", func(t *testing.T) {
-		// chpasswd waits for the password database lock while every
-		// command line on the machine is read: sh, cat, sudo and chpasswd
-		// are all there then, and hold no secret.
-		sshdtest.AllowSudo(t, sshdtest.User, false)
-		newPW := "New-pw-6f-cmdline"
-		job := linuxJob(sshd.Target(), victim, password, newPW)
-		secrets := []string{newPW, password, job.Target.Password}
-		lock := lockPasswordDB(t)
-		done := make(chan executor.Result, 1)
-		go func() {
-			res, _ := r.Run(context.Background(), job)
-			done <- res
-		}()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		deadline := time.After(30 * time.Second)
-		for waiting := 0; waiting < 10; { // polls that found chpasswd
-			cmdlines := commandLines(t)
-			for _, cl := range cmdlines {
-				for _, s := range secrets {
-					if strings.Contains(cl, s) {
-						t.Errorf("a secret is on the command line %q", cl)
-					}
+// testLinuxSSHNoSecretOnACommandLine holds the password database lock, so
+// that chpasswd waits for it while every command line on the machine is
+// read: sh, cat, sudo and chpasswd are all there then, and hold no secret.
+func testLinuxSSHNoSecretOnACommandLine(t *testing.T, f *linuxSSH) {
+	sshdtest.AllowSudo(t, sshdtest.User, false)
+	newPW := "New-pw-6f-cmdline"
+	job := linuxJob(f.sshd.Target(), linuxSSHVictim, f.password, newPW)
+	secrets := []string{newPW, f.password, job.Target.Password}
+	lock := lockPasswordDB(t)
+	done := make(chan executor.Result, 1)
+	go func() {
+		res, _ := f.r.Run(context.Background(), job)
+		done <- res
+	}()
+	watchCommandLines(t, secrets, done)
+	_ = lock.Close()
+	res := <-done
+	if !res.Success() || !f.sshd.CanLogin(t, linuxSSHVictim, newPW) {
+		t.Fatalf("result %+v: want the password changed once the lock is released", res)
+	}
+	f.password = newPW
+}
+
+// watchCommandLines reads every command line on the machine until 10 polls
+// found chpasswd waiting, and fails if one holds a secret, or if the run
+// ends (done) first, or after 30s.
+func watchCommandLines(t *testing.T, secrets []string, done <-chan executor.Result) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for waiting := 0; waiting < 10; { // polls that found chpasswd
+		cmdlines := commandLines(t)
+		for _, cl := range cmdlines {
+			for _, s := range secrets {
+				if strings.Contains(cl, s) {
+					t.Errorf("a secret is on the command line %q", cl)
 				}
 			}
-			if slices.ContainsFunc(cmdlines, func(cl string) bool { return strings.HasPrefix(cl, "chpasswd") }) {
-				waiting++
-			}
-			select {
-			case res := <-done:
-				t.Fatalf("the run ended while the lock was held: %+v", res)
-			case <-deadline:
-				t.Fatalf("no chpasswd waiting for the lock within 30s")
-			case <-tick.C:
-			}
 		}
-		_ = lock.Close()
-		res := <-done
-		if !res.Success() || !sshd.CanLogin(t, victim, newPW) {
-			t.Fatalf("result %+v: want the password changed once the lock is released", res)
+		if slices.ContainsFunc(cmdlines, func(cl string) bool { return strings.HasPrefix(cl, "chpasswd") }) {
+			waiting++
 		}
-		password = newPW
-	})
+		select {
+		case res := <-done:
+			t.Fatalf("the run ended while the lock was held: %+v", res)
+		case <-deadline:
+			t.Fatalf("no chpasswd waiting for the lock within 30s")
+		case <-tick.C:
+		}
+	}
+}
 
-	t.Run("InvalidLogin", func(t *testing.T) {
-		for _, login := range []string{victim + ":x", "-" + victim, victim + "\nroot", ""} {
-			res, err := r.Run(context.Background(), linuxJob(sshd.Target(), login, password, "New-pw-never"))
-			if !errors.Is(err, rotate.ErrInvalidLogin) || res.Error == "" {
-				t.Errorf("login %q: got %v, result %+v: want ErrInvalidLogin", login, err, res)
-			}
+func testLinuxSSHInvalidLogin(t *testing.T, f *linuxSSH) {
+	for _, login := range []string{linuxSSHVictim + ":x", "-" + linuxSSHVictim, linuxSSHVictim + "\nroot", ""} {
+		res, err := f.r.Run(context.Background(), linuxJob(f.sshd.Target(), login, f.password, "New-pw-never"))
+		if !errors.Is(err, rotate.ErrInvalidLogin) || res.Error == "" {
+			t.Errorf("login %q: got %v, result %+v: want ErrInvalidLogin", login, err, res)
 		}
-	})
+	}
+}
 
-	t.Run("Unreachable", func(t *testing.T) {
-		target := sshd.Target()
-		target.Port = sshdtest.FreePort(t)
-		job := linuxJob(target, victim, password, "New-pw-never")
-		res, err := r.Run(context.Background(), job)
-		want := net.JoinHostPort("127.0.0.1", strconv.Itoa(target.Port))
-		if err == nil || !strings.Contains(err.Error(), want) || res.Error == "" {
-			t.Fatalf("got %v, result %+v: want an error naming %s", err, res, want)
-		}
-		assertNoSecret(t, job, res, err)
-	})
+func testLinuxSSHUnreachable(t *testing.T, f *linuxSSH) {
+	target := f.sshd.Target()
+	target.Port = sshdtest.FreePort(t)
+	job := linuxJob(target, linuxSSHVictim, f.password, "New-pw-never")
+	res, err := f.r.Run(context.Background(), job)
+	want := net.JoinHostPort("127.0.0.1", strconv.Itoa(target.Port))
+	if err == nil || !strings.Contains(err.Error(), want) || res.Error == "" {
+		t.Fatalf("got %v, result %+v: want an error naming %s", err, res, want)
+	}
+	assertNoSecret(t, job, res, err)
 }
 
 // TestLinuxLocal rotates a user's password on this machine, as root.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,23 +48,40 @@ func (r *Rotator) runPostgreSQL(ctx context.Context, job executor.Job) (executor
 	}
 	role := pgx.Identifier{rot.Login}.Sanitize()
 	res.Command = "ALTER ROLE " + role
-	prefix := fmt.Sprintf("rotate postgresql password of %s on %s", rot.Login, where)
+	c := pgChange{login: rot.Login, where: where, prefix: fmt.Sprintf("rotate postgresql password of %s on %s", rot.Login, where)}
 	if err := checkPGPassword(rot.NewPassword); err != nil {
-		return notStarted(job, res, fmt.Errorf("%s: %w", prefix, err))
+		return notStarted(job, res, fmt.Errorf("%s: %w", c.prefix, err))
 	}
 	verifier, err := scramVerifier(rot.NewPassword, r.opts.SCRAMIterations)
 	if err != nil {
-		return notStarted(job, res, fmt.Errorf("%s: scram verifier: %w", prefix, err))
+		return notStarted(job, res, fmt.Errorf("%s: scram verifier: %w", c.prefix, err))
 	}
 	// The verifier is no password, but it allows an offline guessing
 	// attack on it: it is masked too.
 	job.Secrets = append(append([]string(nil), job.Secrets...), verifier)
-	mask := job.Masker()
 	cfg, err := r.pgConfig(t, rot)
 	if err != nil {
-		return notStarted(job, res, fmt.Errorf("%s: %w", prefix, err))
+		return notStarted(job, res, fmt.Errorf("%s: %w", c.prefix, err))
 	}
-	stderr := executor.NewOutput(job.EffectiveOutputLimit())
+	// The verifier has only base64 characters, '$' and ':': safe between
+	// quotes. ALTER ROLE takes no parameters.
+	c.job, c.stmt = job, "ALTER ROLE "+role+" PASSWORD '"+verifier+"'"
+	return c.apply(ctx, cfg, res)
+}
+
+// pgChange is the ALTER ROLE of a PostgreSQL rotation.
+type pgChange struct {
+	job          executor.Job // with the verifier in its Secrets
+	login, where string
+	prefix       string // what errors begin with
+	stmt         string // ALTER ROLE ... PASSWORD '<verifier>'
+}
+
+// apply connects with cfg and runs the statement, within the job's
+// timeout; the server's notices go to stderr.
+func (c pgChange) apply(ctx context.Context, cfg *pgconn.Config, res executor.Result) (executor.Result, error) {
+	mask := c.job.Masker()
+	stderr := executor.NewOutput(c.job.EffectiveOutputLimit())
 	var noticeMu sync.Mutex
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
 		noticeMu.Lock()
@@ -76,16 +94,15 @@ func (r *Rotator) runPostgreSQL(ctx context.Context, job executor.Job) (executor
 		res.Stderr, res.StderrTruncated = stderr.Finish(mask)
 	}
 
-	timeout := job.EffectiveTimeout()
-	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	runCtx, cancel := context.WithTimeout(ctx, c.job.EffectiveTimeout())
 	defer cancel()
 	conn, err := pgconn.ConnectConfig(runCtx, cfg)
 	if err != nil {
 		finishOutput()
 		if ctx.Err() != nil {
-			return notStarted(job, res, fmt.Errorf("%s: connect: %w", prefix, ctx.Err()))
+			return notStarted(c.job, res, fmt.Errorf("%s: connect: %w", c.prefix, ctx.Err()))
 		}
-		return notStarted(job, res, fmt.Errorf("%s: connect: %w", prefix, err))
+		return notStarted(c.job, res, fmt.Errorf("%s: connect: %w", c.prefix, err))
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
@@ -94,31 +111,35 @@ func (r *Rotator) runPostgreSQL(ctx context.Context, job executor.Job) (executor
 	}()
 	if err := checkServerVersion(conn.ParameterStatus("server_version")); err != nil {
 		finishOutput()
-		return notStarted(job, res, fmt.Errorf("%s: %w", prefix, err))
+		return notStarted(c.job, res, fmt.Errorf("%s: %w", c.prefix, err))
 	}
 
-	// The verifier has only base64 characters, '$' and ':': safe between
-	// quotes. ALTER ROLE takes no parameters.
-	_, err = conn.Exec(runCtx, "ALTER ROLE "+role+" PASSWORD '"+verifier+"'").ReadAll()
+	_, err = conn.Exec(runCtx, c.stmt).ReadAll()
 	res.FinishedAt = time.Now()
 	finishOutput()
+	return c.result(ctx, runCtx, err, res, mask)
+}
+
+// result completes res with how the statement went: err is its error,
+// ctx the run's context and runCtx the same within the job's timeout.
+func (c pgChange) result(ctx, runCtx context.Context, err error, res executor.Result, mask *executor.Masker) (executor.Result, error) {
 	var pgErr *pgconn.PgError
 	switch {
 	case err == nil:
 		res.ExitCode = 0
-		res.Stdout = mask.Mask(fmt.Sprintf("password of %s changed on %s (postgresql)", rot.Login, where))
+		res.Stdout = mask.Mask(fmt.Sprintf("password of %s changed on %s (postgresql)", c.login, c.where))
 		return res, nil
 	case ctx.Err() != nil:
-		res.Error = mask.Mask(fmt.Sprintf("%s: canceled (%v): the change may or may not have been applied", prefix, ctx.Err()))
-		return res, mask.MaskError(fmt.Errorf("%s: %w", prefix, ctx.Err()))
+		res.Error = mask.Mask(fmt.Sprintf("%s: canceled (%v): the change may or may not have been applied", c.prefix, ctx.Err()))
+		return res, mask.MaskError(fmt.Errorf("%s: %w", c.prefix, ctx.Err()))
 	case runCtx.Err() != nil:
 		res.TimedOut = true
-		res.Error = mask.Mask(fmt.Sprintf("%s: timed out after %s: the change may or may not have been applied", prefix, timeout))
+		res.Error = mask.Mask(fmt.Sprintf("%s: timed out after %s: the change may or may not have been applied", c.prefix, c.job.EffectiveTimeout()))
 	case errors.As(err, &pgErr):
 		res.ExitCode = 1
-		res.Error = mask.Mask(fmt.Sprintf("%s: %s", prefix, pgErr.Error()))
+		res.Error = mask.Mask(fmt.Sprintf("%s: %s", c.prefix, pgErr.Error()))
 	default:
-		res.Error = mask.Mask(fmt.Sprintf("%s: %v: the change may or may not have been applied", prefix, err))
+		res.Error = mask.Mask(fmt.Sprintf("%s: %v: the change may or may not have been applied", c.prefix, err))
 	}
 	return res, nil
 }
@@ -139,35 +160,12 @@ func checkPGPassword(password string) error {
 // port and login, the rotation's database and sslmode, the target's CA
 // certificate as the roots.
 func (r *Rotator) pgConfig(t *executor.Target, rot *executor.Rotation) (*pgconn.Config, error) {
-	if t.Host == "" || strings.ContainsAny(t.Host, ",/\\'\"= \t\r\n\x00") {
-		return nil, fmt.Errorf("target.host: %q is not a host name or address: %w", t.Host, ErrInvalidTarget)
+	if err := checkPGTarget(t, rot); err != nil {
+		return nil, err
 	}
-	if t.Port < 0 || t.Port > 65535 {
-		return nil, fmt.Errorf("target.port: %d is out of range: %w", t.Port, ErrInvalidTarget)
-	}
-	if t.Login == "" || strings.ContainsRune(t.Login, 0) {
-		return nil, fmt.Errorf("target.login: %q is not a role name: %w", t.Login, ErrInvalidTarget)
-	}
-	if strings.ContainsRune(rot.Database, 0) {
-		return nil, fmt.Errorf("rotation.database: %q holds a NUL: %w", rot.Database, ErrInvalidTarget)
-	}
-	sslmode := cmp.Or(rot.SSLMode, defaultSSLMode)
-	valid := false
-	for _, m := range sslModes {
-		valid = valid || m == sslmode
-	}
-	if !valid {
-		return nil, fmt.Errorf("rotation.sslmode: %q (want one of %s): %w", sslmode, strings.Join(sslModes, ", "), ErrInvalidTarget)
-	}
-	var roots *x509.CertPool
-	if t.CACert != "" {
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM([]byte(t.CACert)) {
-			return nil, fmt.Errorf("target.ca_cert: no PEM certificate in it: %w", ErrInvalidTarget)
-		}
-		if sslmode == "require" {
-			sslmode = "verify-ca" // as libpq does with a root certificate
-		}
+	sslmode, roots, err := pgTLS(t, rot)
+	if err != nil {
+		return nil, err
 	}
 	port := cmp.Or(t.Port, defaultPostgreSQLPort)
 	// Only the host, port and sslmode go through the connection string,
@@ -193,6 +191,43 @@ func (r *Rotator) pgConfig(t *executor.Target, rot *executor.Rotation) (*pgconn.
 		}
 	}
 	return cfg, nil
+}
+
+// checkPGTarget checks the target's host, port and login and the
+// rotation's database.
+func checkPGTarget(t *executor.Target, rot *executor.Rotation) error {
+	switch {
+	case t.Host == "" || strings.ContainsAny(t.Host, ",/\\'\"= \t\r\n\x00"):
+		return fmt.Errorf("target.host: %q is not a host name or address: %w", t.Host, ErrInvalidTarget)
+	case t.Port < 0 || t.Port > 65535:
+		return fmt.Errorf("target.port: %d is out of range: %w", t.Port, ErrInvalidTarget)
+	case t.Login == "" || strings.ContainsRune(t.Login, 0):
+		return fmt.Errorf("target.login: %q is not a role name: %w", t.Login, ErrInvalidTarget)
+	case strings.ContainsRune(rot.Database, 0):
+		return fmt.Errorf("rotation.database: %q holds a NUL: %w", rot.Database, ErrInvalidTarget)
+	}
+	return nil
+}
+
+// pgTLS returns the sslmode of the rotation and the roots of the target's
+// CA certificate (nil without one): with roots, "require" becomes
+// "verify-ca", as libpq does.
+func pgTLS(t *executor.Target, rot *executor.Rotation) (string, *x509.CertPool, error) {
+	sslmode := cmp.Or(rot.SSLMode, defaultSSLMode)
+	if !slices.Contains(sslModes, sslmode) {
+		return "", nil, fmt.Errorf("rotation.sslmode: %q (want one of %s): %w", sslmode, strings.Join(sslModes, ", "), ErrInvalidTarget)
+	}
+	if t.CACert == "" {
+		return sslmode, nil, nil
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(t.CACert)) {
+		return "", nil, fmt.Errorf("target.ca_cert: no PEM certificate in it: %w", ErrInvalidTarget)
+	}
+	if sslmode == "require" {
+		sslmode = "verify-ca" // as libpq does with a root certificate
+	}
+	return sslmode, roots, nil
 }
 
 // setRoots makes roots the CA certificates a TLS configuration trusts (it

@@ -91,17 +91,7 @@ func TestPostgreSQLRotate(t *testing.T) {
 	if f.pg.CanLogin(t, role, oldPW) {
 		t.Errorf("%s still logs in with the old password", role)
 	}
-	// The statement was logged (log_statement = 'all'), with a verifier
-	// and never the password.
-	log := f.pg.Log()
-	if !strings.Contains(log, `ALTER ROLE "svc" PASSWORD 'SCRAM-SHA-256$4096:`) {
-		t.Errorf("the server did not log the ALTER ROLE with a SCRAM verifier:\n%s", log)
-	}
-	for _, secret := range []string{newPW, "New-pw-8c2d", oldPW, f.pg.AdminPassword} {
-		if strings.Contains(log, secret) {
-			t.Errorf("the server log holds a password:\n%s", log)
-		}
-	}
+	checkPGLog(t, f, newPW, "New-pw-8c2d", oldPW, f.pg.AdminPassword)
 
 	t.Run("Rollback", func(t *testing.T) {
 		back := f.job(role, newPW, oldPW)
@@ -112,6 +102,21 @@ func TestPostgreSQLRotate(t *testing.T) {
 			t.Errorf("after the rollback the old password should work and the new one not")
 		}
 	})
+}
+
+// checkPGLog checks that the server logged the statement (log_statement =
+// 'all'), with a verifier and never a password.
+func checkPGLog(t *testing.T, f *pgFixture, passwords ...string) {
+	t.Helper()
+	log := f.pg.Log()
+	if !strings.Contains(log, `ALTER ROLE "svc" PASSWORD 'SCRAM-SHA-256$4096:`) {
+		t.Errorf("the server did not log the ALTER ROLE with a SCRAM verifier:\n%s", log)
+	}
+	for _, secret := range passwords {
+		if strings.Contains(log, secret) {
+			t.Errorf("the server log holds a password:\n%s", log)
+		}
+	}
 }
 
 // TestPostgreSQLQuotedRole rotates a role whose name needs quoting, with
@@ -159,101 +164,117 @@ func TestPostgreSQLNonASCII(t *testing.T) {
 func TestPostgreSQLFailures(t *testing.T) {
 	t.Parallel()
 	f := setupPG(t)
-	const oldPW, newPW = "Old-pw-f1", "New-pw-f2"
-	f.pg.CreateRole(t, "svc", oldPW)
+	f.pg.CreateRole(t, "svc", failOldPW)
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, *pgFixture)
+	}{
+		{"NoSuchRole", testPGFailNoSuchRole},
+		{"WrongAdminPassword", testPGFailWrongAdminPassword},
+		{"NotPermitted", testPGFailNotPermitted},
+		{"Unreachable", testPGFailUnreachable},
+		{"Canceled", testPGFailCanceled},
+		{"Timeout", testPGFailTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, f) })
+	}
+}
 
-	t.Run("NoSuchRole", func(t *testing.T) {
-		job := f.job("nobody", oldPW, newPW)
-		res, err := f.rot.Run(context.Background(), job)
-		if err != nil {
-			t.Fatalf("Run: %v: an SQL error is a result", err)
-		}
-		if res.ExitCode != 1 || res.Success() || !strings.Contains(res.Error, `role "nobody" does not exist`) {
-			t.Errorf("result %+v: want exit 1 and the server's error", res)
-		}
-		assertNoSecret(t, job, res, err)
-	})
+// The passwords of the role svc that TestPostgreSQLFailures fails to change.
+const failOldPW, failNewPW = "Old-pw-f1", "New-pw-f2"
 
-	t.Run("WrongAdminPassword", func(t *testing.T) {
-		job := f.job("svc", oldPW, newPW)
-		job.Target.Password = "Wrong-admin-pw-77"
-		res, err := f.rot.Run(context.Background(), job)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "28P01" {
-			t.Fatalf("got %v, want a refused login (28P01)", err)
-		}
-		if !strings.Contains(err.Error(), f.addr()) || res.Error == "" || res.ExitCode != -1 {
-			t.Errorf("error %q, result %+v: want the address named and exit -1", err, res)
-		}
-		assertNoSecret(t, job, res, err)
-		if !f.pg.CanLogin(t, "svc", oldPW) {
-			t.Errorf("the password changed")
-		}
-	})
+func testPGFailNoSuchRole(t *testing.T, f *pgFixture) {
+	job := f.job("nobody", failOldPW, failNewPW)
+	res, err := f.rot.Run(context.Background(), job)
+	if err != nil {
+		t.Fatalf("Run: %v: an SQL error is a result", err)
+	}
+	if res.ExitCode != 1 || res.Success() || !strings.Contains(res.Error, `role "nobody" does not exist`) {
+		t.Errorf("result %+v: want exit 1 and the server's error", res)
+	}
+	assertNoSecret(t, job, res, err)
+}
 
-	t.Run("NotPermitted", func(t *testing.T) {
-		// svc has no CREATEROLE: the server refuses, after login.
-		job := f.job("postgres", oldPW, newPW)
-		job.Target.Login, job.Target.Password = "svc", oldPW
-		res, err := f.rot.Run(context.Background(), job)
-		if err != nil || res.ExitCode != 1 || !strings.Contains(res.Error, "SQLSTATE 42501") {
-			t.Errorf("got %v, result %+v: want exit 1 and insufficient_privilege (42501)", err, res)
-		}
-		assertNoSecret(t, job, res, err)
-	})
+func testPGFailWrongAdminPassword(t *testing.T, f *pgFixture) {
+	job := f.job("svc", failOldPW, failNewPW)
+	job.Target.Password = "Wrong-admin-pw-77"
+	res, err := f.rot.Run(context.Background(), job)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "28P01" {
+		t.Fatalf("got %v, want a refused login (28P01)", err)
+	}
+	if !strings.Contains(err.Error(), f.addr()) || res.Error == "" || res.ExitCode != -1 {
+		t.Errorf("error %q, result %+v: want the address named and exit -1", err, res)
+	}
+	assertNoSecret(t, job, res, err)
+	if !f.pg.CanLogin(t, "svc", failOldPW) {
+		t.Errorf("the password changed")
+	}
+}
 
-	t.Run("Unreachable", func(t *testing.T) {
-		job := f.job("svc", oldPW, newPW)
-		job.Target.Port = sshdtest.FreePort(t)
-		addr := net.JoinHostPort(f.pg.Host, strconv.Itoa(job.Target.Port))
-		res, err := f.rot.Run(context.Background(), job)
-		if err == nil || !strings.Contains(err.Error(), addr) {
-			t.Fatalf("got %v, want an error naming %s", err, addr)
-		}
-		if res.Error == "" || res.ExitCode != -1 {
-			t.Errorf("result %+v: want the error and exit -1", res)
-		}
-		assertNoSecret(t, job, res, err)
-	})
+// testPGFailNotPermitted changes a role as svc, which has no CREATEROLE:
+// the server refuses, after login.
+func testPGFailNotPermitted(t *testing.T, f *pgFixture) {
+	job := f.job("postgres", failOldPW, failNewPW)
+	job.Target.Login, job.Target.Password = "svc", failOldPW
+	res, err := f.rot.Run(context.Background(), job)
+	if err != nil || res.ExitCode != 1 || !strings.Contains(res.Error, "SQLSTATE 42501") {
+		t.Errorf("got %v, result %+v: want exit 1 and insufficient_privilege (42501)", err, res)
+	}
+	assertNoSecret(t, job, res, err)
+}
 
-	t.Run("Canceled", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		res, err := f.rot.Run(ctx, f.job("svc", oldPW, newPW))
-		if !errors.Is(err, context.Canceled) || res.Error == "" {
-			t.Errorf("got %v, result %+v: want context.Canceled", err, res)
-		}
-	})
+func testPGFailUnreachable(t *testing.T, f *pgFixture) {
+	job := f.job("svc", failOldPW, failNewPW)
+	job.Target.Port = sshdtest.FreePort(t)
+	addr := net.JoinHostPort(f.pg.Host, strconv.Itoa(job.Target.Port))
+	res, err := f.rot.Run(context.Background(), job)
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("got %v, want an error naming %s", err, addr)
+	}
+	if res.Error == "" || res.ExitCode != -1 {
+		t.Errorf("result %+v: want the error and exit -1", res)
+	}
+	assertNoSecret(t, job, res, err)
+}
 
-	t.Run("Timeout", func(t *testing.T) {
-		// A listener that accepts and never answers: the login cannot
-		// finish within the job's timeout.
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+func testPGFailCanceled(t *testing.T, f *pgFixture) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res, err := f.rot.Run(ctx, f.job("svc", failOldPW, failNewPW))
+	if !errors.Is(err, context.Canceled) || res.Error == "" {
+		t.Errorf("got %v, result %+v: want context.Canceled", err, res)
+	}
+}
+
+// testPGFailTimeout logs in to a listener that accepts and never answers:
+// the login cannot finish within the job's timeout.
+func testPGFailTimeout(t *testing.T, f *pgFixture) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
 		}
-		defer l.Close()
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			c, err := l.Accept()
-			if err == nil {
-				accepted <- c
-			}
-			close(accepted)
-		}()
-		job := f.job("svc", oldPW, newPW)
-		job.Target.Port = l.Addr().(*net.TCPAddr).Port
-		job.Script.Timeout = 500 * time.Millisecond
-		res, err := f.rot.Run(context.Background(), job)
-		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), l.Addr().String()) {
-			t.Errorf("got %v, want a deadline naming %s", err, l.Addr())
-		}
-		if res.Error == "" || res.Success() {
-			t.Errorf("result %+v", res)
-		}
-		l.Close()
-		for c := range accepted {
-			c.Close()
-		}
-	})
+		close(accepted)
+	}()
+	job := f.job("svc", failOldPW, failNewPW)
+	job.Target.Port = l.Addr().(*net.TCPAddr).Port
+	job.Script.Timeout = 500 * time.Millisecond
+	res, err := f.rot.Run(context.Background(), job)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), l.Addr().String()) {
+		t.Errorf("got %v, want a deadline naming %s", err, l.Addr())
+	}
+	if res.Error == "" || res.Success() {
+		t.Errorf("result %+v", res)
+	}
+	l.Close()
+	for c := range accepted {
+		c.Close()
+	}
 }

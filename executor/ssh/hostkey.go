@@ -81,19 +81,30 @@ func hostKeyCheck(t *executor.Target, addr string) (gossh.HostKeyCallback, []str
 			return nil, nil, err
 		}
 	}
+	return checkHostKey(pinned, known), algorithms(hostKeyTypes(pinned, known, addr, t.KnownHosts)), nil
+}
+
+// hostKeyTypes returns the types of the trusted keys; nil when a host
+// certificate may be offered.
+func hostKeyTypes(pinned []gossh.PublicKey, known gossh.HostKeyCallback, addr, knownHosts string) []string {
 	var types []string
 	for _, k := range pinned {
 		types = append(types, k.Type())
 	}
 	if known != nil {
-		knownTypes, certs := knownTypes(known, addr, t.KnownHosts)
+		knownTypes, certs := knownTypes(known, addr, knownHosts)
 		if certs {
-			types = nil // a host certificate may be offered: keep the defaults
-		} else {
-			types = append(types, knownTypes...)
+			return nil // a host certificate may be offered: keep the defaults
 		}
+		types = append(types, knownTypes...)
 	}
-	callback := func(hostname string, remote net.Addr, key gossh.PublicKey) error {
+	return types
+}
+
+// checkHostKey returns the host key callback accepting a pinned key or,
+// when known is not nil, a key known_hosts accepts.
+func checkHostKey(pinned []gossh.PublicKey, known gossh.HostKeyCallback) gossh.HostKeyCallback {
+	return func(hostname string, remote net.Addr, key gossh.PublicKey) error {
 		for _, k := range pinned {
 			if bytes.Equal(k.Marshal(), key.Marshal()) {
 				return nil
@@ -113,7 +124,6 @@ func hostKeyCheck(t *executor.Target, addr string) (gossh.HostKeyCallback, []str
 		}
 		return e
 	}
-	return callback, algorithms(types), nil
 }
 
 // parsePinned parses pinned keys in authorized_keys format, one per line.

@@ -58,12 +58,8 @@ func (c *conn) open(ctx context.Context, o openOpts) (gossh.Channel, <-chan *gos
 	idleRetries := 0
 	for attempt := 0; ; attempt++ {
 		if o.slot {
-			select {
-			case c.slots <- struct{}{}:
-			case <-ctx.Done():
-				return nil, nil, nil, fmt.Errorf("wait for a session slot: %w", ctx.Err())
-			case <-c.dead:
-				return nil, nil, nil, c.lostError(errors.New("connection closed"))
+			if err := c.takeSlot(ctx); err != nil {
+				return nil, nil, nil, err
 			}
 		}
 		c.mu.Lock()
@@ -71,20 +67,7 @@ func (c *conn) open(ctx context.Context, o openOpts) (gossh.Channel, <-chan *gos
 		c.mu.Unlock()
 		ch, reqs, err := c.client.OpenChannel("session", nil)
 		if err == nil {
-			c.mu.Lock()
-			c.active++
-			c.mu.Unlock()
-			release := func() {
-				c.mu.Lock()
-				c.active--
-				close(c.freed)
-				c.freed = make(chan struct{})
-				c.mu.Unlock()
-				if o.slot {
-					<-c.slots
-				}
-			}
-			return ch, reqs, release, nil
+			return ch, reqs, c.opened(o.slot), nil
 		}
 		if o.slot {
 			<-c.slots
@@ -103,19 +86,56 @@ func (c *conn) open(ctx context.Context, o openOpts) (gossh.Channel, <-chan *gos
 		if !limited || o.noWait || idleRetries > maxIdleRetries {
 			return nil, nil, nil, fmt.Errorf("open session: %w", err)
 		}
-		// The server's MaxSessions is reached: wait for a session of this
-		// connection to end, or (none open) retry after a pause.
-		pause := time.NewTimer(min(10*time.Millisecond<<min(attempt, 7), time.Second))
-		select {
-		case <-freed:
-		case <-pause.C:
-		case <-ctx.Done():
-			pause.Stop()
-			return nil, nil, nil, fmt.Errorf("wait for the server to allow a session (%v): %w", err, ctx.Err())
-		case <-c.dead:
+		if err := c.waitFreed(ctx, freed, attempt, err); err != nil {
+			return nil, nil, nil, err
 		}
-		pause.Stop()
 	}
+}
+
+// takeSlot takes one of the host's session slots.
+func (c *conn) takeSlot(ctx context.Context) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for a session slot: %w", ctx.Err())
+	case <-c.dead:
+		return c.lostError(errors.New("connection closed"))
+	}
+}
+
+// opened counts a session just opened, and returns the function that
+// uncounts it, and gives back its slot when it took one.
+func (c *conn) opened(slot bool) func() {
+	c.mu.Lock()
+	c.active++
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		c.active--
+		close(c.freed)
+		c.freed = make(chan struct{})
+		c.mu.Unlock()
+		if slot {
+			<-c.slots
+		}
+	}
+}
+
+// waitFreed waits, after the server refused a session with refused as its
+// MaxSessions is reached, for a session of this connection to end (freed
+// closed) or, none open, for a pause that grows with attempt.
+func (c *conn) waitFreed(ctx context.Context, freed <-chan struct{}, attempt int, refused error) error {
+	pause := time.NewTimer(min(10*time.Millisecond<<min(attempt, 7), time.Second))
+	defer pause.Stop()
+	select {
+	case <-freed:
+	case <-pause.C:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the server to allow a session (%v): %w", refused, ctx.Err())
+	case <-c.dead:
+	}
+	return nil
 }
 
 // lostError wraps err as a lost connection, closing the connection.

@@ -126,119 +126,110 @@ func (s *SSH) Close() error {
 // ...: the error names the address), or when ctx is cancelled (after
 // killing the remote process tree; the error wraps ctx.Err()).
 func (s *SSH) Run(ctx context.Context, job executor.Job) (executor.Result, error) {
-	begin := time.Now() // a script that cannot start reports the time spent trying
-	mask := job.Masker()
-	res := executor.Result{ExitCode: -1}
-	name := executor.ScriptFileName(job.Script.Name)
 	t := job.Target
 	where := "no target"
 	if t != nil {
 		where = net.JoinHostPort(t.Host, strconv.Itoa(cmp.Or(t.Port, 22)))
 	}
-	notStarted := func(why string, err error) (executor.Result, error) {
-		if res.StartedAt.IsZero() {
-			res.StartedAt = begin
-		}
-		res.FinishedAt = time.Now()
-		res.Error = mask.Mask(why + ": " + err.Error())
-		return res, mask.MaskError(fmt.Errorf("run %s on %s: %s: %w", name, where, why, err))
-	}
+	run := executor.NewScriptRun(job, where)
 	switch {
 	case t == nil:
-		return notStarted("no target", ErrNoTarget)
+		return run.NotStarted("no target", ErrNoTarget)
 	case s.optErr != nil:
-		return notStarted("options", s.optErr)
+		return run.NotStarted("options", s.optErr)
 	}
 	if err := ctx.Err(); err != nil {
-		return notStarted("canceled before start", err)
+		return run.NotStarted("canceled before start", err)
 	}
 	// Check the interpreter before touching the target.
-	if _, err := executor.Argv(job.Script, "/"+name, s.opts.Interpreters); err != nil {
-		return notStarted("choose interpreter", err)
+	if _, err := executor.Argv(job.Script, "/"+run.Name(), s.opts.Interpreters); err != nil {
+		return run.NotStarted("choose interpreter", err)
 	}
 
 	r := &remote{s: s, target: t, addr: where, key: poolKey(t, where)}
 	defer r.release()
 	if err := r.connect(ctx); err != nil {
-		return notStarted("connect", err)
+		return run.NotStarted("connect", err)
 	}
-	dir, err := r.prepare(ctx, name, job.Script.Content)
+	dir, err := r.prepare(ctx, run.Name(), job.Script.Content)
 	if err != nil {
-		return notStarted("prepare run directory", err)
+		return run.NotStarted("prepare run directory", err)
 	}
 	defer r.cleanup(dir)
-	res.System = r.conn.getSystem()
-	scriptPath := dir + "/" + name
+	run.SetSystem(r.conn.getSystem())
+	scriptPath := dir + "/" + run.Name()
 	argv, err := executor.Argv(job.Script, scriptPath, s.opts.Interpreters)
 	if err != nil {
-		return notStarted("choose interpreter", err)
+		return run.NotStarted("choose interpreter", err)
 	}
-	res.Command = mask.Mask(strings.Join(argv, " "))
+	run.SetCommand(strings.Join(argv, " "))
 	if executor.UsesBootstrap(job.Script) {
-		bctx, cancel := context.WithTimeout(ctx, housekeepingTimeout)
-		_, err := r.exec(bctx, uploadCommand(executor.BootstrapPath(scriptPath)), []byte(executor.PowerShellBootstrap), openOpts{slot: true})
-		cancel()
-		if err != nil {
-			return notStarted("write bootstrap", err)
+		if err := r.upload(ctx, executor.BootstrapPath(scriptPath), []byte(executor.PowerShellBootstrap)); err != nil {
+			return run.NotStarted("write bootstrap", err)
 		}
 	}
 	marker, err := newMarker()
 	if err != nil {
-		return notStarted("marker", err)
+		return run.NotStarted("marker", err)
 	}
 	env := append(append(append([]string(nil), s.opts.Env...), "TMPDIR="+dir), job.Env()...)
 	command := runCommand(marker, dir, s.opts.InheritEnv, env, argv)
 
-	stdout := executor.NewOutput(job.EffectiveOutputLimit())
-	stderr := executor.NewOutput(job.EffectiveOutputLimit())
-	filter := newMarkerFilter(marker, stderr)
-	res.StartedAt = time.Now()
-	sess, err := r.start(ctx, command, job.Stdin, stdout, filter, openOpts{slot: true})
+	p := &script{r: r, filter: newMarkerFilter(marker, run.Stderr)}
+	run.Starting()
+	p.sess, err = r.start(ctx, command, job.Stdin, run.Stdout, p.filter, openOpts{slot: true})
 	if err != nil {
-		return notStarted("start "+argv[0], err)
+		return run.NotStarted("start "+argv[0], err)
 	}
-	runConn := r.conn
+	p.conn = r.conn
+	return run.Wait(ctx, p)
+}
 
-	timeout := job.EffectiveTimeout()
-	timedOut, canceled := executor.Wait(ctx, sess.exited, timeout)
-	var killErr error
-	if timedOut || canceled {
-		killErr = r.kill(sess, filter)
-	}
-	if sess.finish(s.opts.WaitDelay) {
-		filter.Flush()
-	}
-	ex := sess.exitInfo()
-	lost := false
-	if !timedOut && !canceled && ex.status < 0 && ex.signal == "" {
-		// The session ended without saying how the script did: most
-		// likely the connection died under it, and the script may still
-		// run. Kill its tree (over a new connection if need be).
-		lost = runConn.waitDead(time.Second)
-		killErr = r.kill(sess, filter)
-	}
-	res.FinishedAt = time.Now()
-	res.Stdout, res.StdoutTruncated = stdout.Finish(mask)
-	res.Stderr, res.StderrTruncated = stderr.Finish(mask)
+// script is the script's session, as [executor.ScriptRun] drives it.
+type script struct {
+	r      *remote
+	sess   *session
+	filter *markerFilter // the session's stderr
+	conn   *conn         // the connection the script runs over
+	// lost and killErr tell, once drained, that the session ended without
+	// an exit status and the connection died, and how killing the tree
+	// then went.
+	lost    bool
+	killErr error
+}
 
-	killed := executor.KillNote(killErr)
+var _ executor.Process = (*script)(nil)
+
+func (p *script) Done() <-chan struct{} { return p.sess.exited }
+
+func (p *script) Kill() error { return p.r.kill(p.sess, p.filter) }
+
+// Drain waits WaitDelay at most for the output to end. When the session
+// ended without saying how the script did, the connection most likely died
+// under it and the script may still run: its tree is killed (over a new
+// connection if need be).
+func (p *script) Drain(killed bool) {
+	if p.sess.finish(p.r.s.opts.WaitDelay) {
+		p.filter.Flush()
+	}
+	if ex := p.sess.exitInfo(); !killed && ex.status < 0 && ex.signal == "" {
+		p.lost = p.conn.waitDead(time.Second)
+		p.killErr = p.r.kill(p.sess, p.filter)
+	}
+}
+
+// Exit reads how the session says the script ended.
+func (p *script) Exit(executor.Result) executor.Exit {
+	ex := p.sess.exitInfo()
 	switch {
-	case canceled:
-		res.Error = mask.Mask(fmt.Sprintf("canceled (%v): %s", ctx.Err(), killed))
-		return res, mask.MaskError(fmt.Errorf("run %s on %s: %w", name, where, ctx.Err()))
-	case timedOut:
-		res.TimedOut = true
-		res.Error = mask.Mask(fmt.Sprintf("timed out after %s: %s", timeout, killed))
 	case ex.signal != "":
-		res.Error = mask.Mask(ex.describe())
+		return executor.Exit{Code: -1, Error: ex.describe()}
 	case ex.status >= 0:
-		res.ExitCode = ex.status
-	case lost:
-		res.Error = mask.Mask(fmt.Sprintf("connection to %s lost while the script ran: %s", where, killed))
-	default:
-		res.Error = mask.Mask("session ended without an exit status: " + killed)
+		return executor.Exit{Code: ex.status}
+	case p.lost:
+		return executor.Exit{Code: -1, Error: fmt.Sprintf("connection to %s lost while the script ran: %s", p.r.addr, executor.KillNote(p.killErr))}
 	}
-	return res, nil
+	return executor.Exit{Code: -1, Error: "session ended without an exit status: " + executor.KillNote(p.killErr)}
 }
 
 // remote is one job's use of a target: its connection (re-dialled once when
@@ -378,6 +369,14 @@ func (r *remote) cleanup(dir string) {
 	ctx, cancel := context.WithTimeout(context.Background(), housekeepingTimeout)
 	defer cancel()
 	_, _ = r.exec(ctx, cleanupCommand(dir), nil, openOpts{slot: true})
+}
+
+// upload writes content to path on the target.
+func (r *remote) upload(ctx context.Context, path string, content []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, housekeepingTimeout)
+	defer cancel()
+	_, err := r.exec(ctx, uploadCommand(path), content, openOpts{slot: true})
+	return err
 }
 
 // kill kills the process tree of the script's session: SIGTERM to its

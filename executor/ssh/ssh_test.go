@@ -3,7 +3,6 @@
 package ssh_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/executor/executortest"
+	"github.com/postrotate/postrotate/executor/proctest"
 	"github.com/postrotate/postrotate/executor/ssh"
 	"github.com/postrotate/postrotate/executor/ssh/sshdtest"
 )
@@ -118,10 +118,11 @@ func TestConformance(t *testing.T) {
 	target.Password, target.PrivateKey = "", strings.TrimSuffix(f.sshd.UserKeyPEM, "\n")
 	executortest.Run(t, executortest.Harness{
 		// One executor, as a worker has: the subtests share its connection.
-		New:         func(*testing.T) executor.Executor { return f.ssh },
-		Target:      target,
-		KillGrace:   testKillGrace,
-		StartWithin: 2 * time.Second,
+		New:            func(*testing.T) executor.Executor { return f.ssh },
+		Target:         target,
+		KillGrace:      testKillGrace,
+		StartWithin:    2 * time.Second,
+		TermBeforeKill: true,
 		// The target is this machine: the suite's local process checks see
 		// the remote processes.
 	})
@@ -262,17 +263,25 @@ func TestHostKey(t *testing.T) {
 				}
 				return
 			}
-			var hkErr *ssh.HostKeyError
-			if !errors.As(err, &hkErr) {
-				t.Fatalf("err %v is no *HostKeyError", err)
-			}
-			if hkErr.Host != f.sshd.Addr || hkErr.Fingerprint != offered || hkErr.KeyType != gossh.KeyAlgoED25519 || hkErr.Changed != tc.wantChanged {
-				t.Errorf("host key error %+v, want host %s, key %s, changed %v", hkErr, f.sshd.Addr, offered, tc.wantChanged)
-			}
-			if !strings.Contains(err.Error(), offered) || !strings.Contains(res.Error, offered) {
-				t.Errorf("error %q / result error %q do not show the offered key", err, res.Error)
-			}
+			checkHostKeyError(t, err, res, f.sshd.Addr, offered, tc.wantChanged)
 		})
+	}
+}
+
+// checkHostKeyError checks that err, and the result, tell that the ed25519
+// key offered by addr, with fingerprint offered, was refused, and whether
+// it changed.
+func checkHostKeyError(t *testing.T, err error, res executor.Result, addr, offered string, wantChanged bool) {
+	t.Helper()
+	var hkErr *ssh.HostKeyError
+	if !errors.As(err, &hkErr) {
+		t.Fatalf("err %v is no *HostKeyError", err)
+	}
+	if hkErr.Host != addr || hkErr.Fingerprint != offered || hkErr.KeyType != gossh.KeyAlgoED25519 || hkErr.Changed != wantChanged {
+		t.Errorf("host key error %+v, want host %s, key %s, changed %v", hkErr, addr, offered, wantChanged)
+	}
+	if !strings.Contains(err.Error(), offered) || !strings.Contains(res.Error, offered) {
+		t.Errorf("error %q / result error %q do not show the offered key", err, res.Error)
 	}
 }
 
@@ -324,39 +333,6 @@ func pids(t *testing.T, stdout string, want int) []int {
 	return out
 }
 
-// alive reports whether pid runs (a zombie does not).
-func alive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err == nil {
-		i := bytes.LastIndexByte(stat, ')')
-		return i < 0 || i+2 >= len(stat) || (stat[i+2] != 'Z' && stat[i+2] != 'X')
-	}
-	return syscall.Kill(pid, 0) == nil
-}
-
-// waitGone waits until the pids are gone.
-func waitGone(t *testing.T, pids []int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("processes %v still run on the target", left)
-		}
-		<-tick.C
-	}
-}
-
 func TestTimeoutKillsHungScript(t *testing.T) {
 	t.Parallel()
 	f := setup(t, ssh.Options{KillGrace: 300 * time.Millisecond})
@@ -381,7 +357,7 @@ echo after
 	if strings.Contains(res.Stderr, "postrotate-pgid") {
 		t.Errorf("stderr %q shows the marker line", res.Stderr)
 	}
-	waitGone(t, pids(t, res.Stdout, 3), 10*time.Second)
+	proctest.WaitGone(t, pids(t, res.Stdout, 3), 10*time.Second)
 	f.assertNoRunDir(t)
 }
 
@@ -392,6 +368,29 @@ func TestSignalledScript(t *testing.T) {
 	if res.Success() || res.ExitCode != -1 || res.TimedOut || !strings.Contains(res.Error, "signal KILL") || res.Stdout != "before\n" {
 		t.Errorf("result %+v; want a failure by signal", res)
 	}
+}
+
+// minimalEnv returns the variables of env's output lines, failing the test
+// for one not in the minimal environment of a script with Env EXTRA.
+func minimalEnv(t *testing.T, lines []string) map[string]string {
+	t.Helper()
+	allowed := map[string]bool{"EXTRA": true, "TMPDIR": true, "POSTROTATE_ROTATION_ID": true, "POSTROTATE_STEP": true,
+		"POSTROTATE_ATTEMPT": true, "PWD": true, "SHLVL": true, "OLDPWD": true, "_": true}
+	for _, n := range ssh.DefaultInheritEnv() {
+		allowed[n] = true
+	}
+	seen := map[string]string{}
+	for _, l := range lines {
+		if l == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(l, "=")
+		seen[name] = value
+		if !allowed[name] {
+			t.Errorf("script sees %s, not in the minimal environment", l)
+		}
+	}
+	return seen
 }
 
 func TestRunDirectoryAndEnvironment(t *testing.T) {
@@ -416,22 +415,7 @@ env
 	if filepath.Dir(dir) != f.runs || lines[3] != "tmpdir="+dir {
 		t.Errorf("pwd %q, %q; want a directory under %s that is also TMPDIR", dir, lines[3], f.runs)
 	}
-	allowed := map[string]bool{"EXTRA": true, "TMPDIR": true, "POSTROTATE_ROTATION_ID": true, "POSTROTATE_STEP": true,
-		"POSTROTATE_ATTEMPT": true, "PWD": true, "SHLVL": true, "OLDPWD": true, "_": true}
-	for _, n := range ssh.DefaultInheritEnv() {
-		allowed[n] = true
-	}
-	seen := map[string]string{}
-	for _, l := range lines[4:] {
-		if l == "" {
-			continue
-		}
-		name, value, _ := strings.Cut(l, "=")
-		seen[name] = value
-		if !allowed[name] {
-			t.Errorf("script sees %s, not in the minimal environment", l)
-		}
-	}
+	seen := minimalEnv(t, lines[4:])
 	if seen["POSTROTATE_ROTATION_ID"] != "rot 'quoted'" || seen["POSTROTATE_STEP"] != "7" || seen["POSTROTATE_ATTEMPT"] != "2" ||
 		seen["EXTRA"] != "x y" || seen["USER"] != sshdtest.User || seen["PATH"] == "" {
 		t.Errorf("environment %v", seen)
@@ -719,7 +703,7 @@ func TestConnectionLostDuringRun(t *testing.T) {
 		t.Errorf("err %v, result %+v; want a result saying the connection was lost", o.err, o.res)
 	}
 	// Over a new connection, the script was killed and its directory removed.
-	waitGone(t, []int{pid}, 10*time.Second)
+	proctest.WaitGone(t, []int{pid}, 10*time.Second)
 	f.assertNoRunDir(t)
 }
 
@@ -734,7 +718,7 @@ func TestKillWhenServerHasNoSessionToSpare(t *testing.T) {
 	if !res.TimedOut || !strings.Contains(res.Error, "process tree killed") {
 		t.Errorf("timed out %v, error %q", res.TimedOut, res.Error)
 	}
-	waitGone(t, pids(t, res.Stdout, 2), 10*time.Second)
+	proctest.WaitGone(t, pids(t, res.Stdout, 2), 10*time.Second)
 	f.assertNoRunDir(t)
 	if n := f.dials.Load(); n != 2 {
 		t.Errorf("%d dials, want 2: the pooled connection and the one for the kill", n)

@@ -52,35 +52,14 @@ func decodeCLIXML(block []byte) (text string, ok bool) {
 				depth, root = 1, true
 				continue
 			}
-			stream := attr(t, "S")
-			var record string
-			switch t.Name.Local {
-			case "S":
-				if err := dec.DecodeElement(&record, &t); err != nil {
-					return "", false
-				}
-			case "Obj":
-				var obj struct {
-					ToString string `xml:"ToString"`
-				}
-				if err := dec.DecodeElement(&obj, &t); err != nil {
-					return "", false
-				}
-				if strings.EqualFold(stream, "progress") {
-					continue
-				}
-				record = obj.ToString
-			default:
-				if err := dec.Skip(); err != nil {
-					return "", false
-				}
+			record, err := clixmlRecord(dec, &t)
+			if err != nil {
+				return "", false
+			}
+			if record = unescapeCLIXML(record); record == "" {
 				continue
 			}
-			record = unescapeCLIXML(record)
-			if record == "" {
-				continue
-			}
-			out.WriteString(clixmlPrefix[strings.ToLower(stream)] + record)
+			out.WriteString(clixmlPrefix[strings.ToLower(attr(t, "S"))] + record)
 			if !strings.HasSuffix(record, "\n") {
 				out.WriteString("\n")
 			}
@@ -88,6 +67,30 @@ func decodeCLIXML(block []byte) (text string, ok bool) {
 			depth--
 		}
 	}
+}
+
+// clixmlRecord reads the element t of an Objs block whole and returns its
+// record, still escaped: the text of an <S>, the <ToString> of an <Obj>
+// that is no progress record; "" for anything else.
+func clixmlRecord(dec *xml.Decoder, t *xml.StartElement) (string, error) {
+	switch t.Name.Local {
+	case "S":
+		var record string
+		err := dec.DecodeElement(&record, t)
+		return record, err
+	case "Obj":
+		var obj struct {
+			ToString string `xml:"ToString"`
+		}
+		if err := dec.DecodeElement(&obj, t); err != nil {
+			return "", err
+		}
+		if strings.EqualFold(attr(*t, "S"), "progress") {
+			return "", nil
+		}
+		return obj.ToString, nil
+	}
+	return "", dec.Skip()
 }
 
 // attr returns the value of the attribute name of e.

@@ -342,6 +342,25 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.fault(w, http.StatusBadRequest, "InvalidMessageInformationHeader", "2150858817", "The WS-Management service cannot process the request because the XML is invalid: "+err.Error())
 		return
 	}
+	rec := recordRequest(env, body)
+	f.mu.Lock()
+	f.requests = append(f.requests, rec)
+	f.mu.Unlock()
+
+	if len(body) > f.opts.MaxRequest || (env.Header.MaxEnvelopeSize > 0 && len(body) > env.Header.MaxEnvelopeSize) {
+		f.fault(w, http.StatusBadRequest, "EncodingLimit", "2150858817",
+			fmt.Sprintf("The WS-Management service cannot process the request because the envelope of %d bytes exceeds the maximum envelope size.", len(body)))
+		return
+	}
+	if env.Header.ResourceURI != resourceURIShell {
+		f.fault(w, http.StatusBadRequest, "DestinationUnreachable", "2150858770", "The WS-Management service cannot process the request because the resource URI is not supported.")
+		return
+	}
+	f.dispatch(w, r, env, rec.ShellID)
+}
+
+// recordRequest returns the record of a request of body, parsed as env.
+func recordRequest(env soapEnvelope, body []byte) fakeRequest {
 	rec := fakeRequest{
 		Action: env.Header.Action, Size: len(body), MaxEnvelope: env.Header.MaxEnvelopeSize,
 		Body: string(body), ShellID: env.Header.selector("ShellId"), Options: map[string]string{},
@@ -361,29 +380,21 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if env.Body.Signal != nil {
 		rec.CommandID, rec.SignalCode = env.Body.Signal.CommandID, env.Body.Signal.Code
 	}
-	f.mu.Lock()
-	f.requests = append(f.requests, rec)
-	f.mu.Unlock()
+	return rec
+}
 
-	if len(body) > f.opts.MaxRequest || (env.Header.MaxEnvelopeSize > 0 && len(body) > env.Header.MaxEnvelopeSize) {
-		f.fault(w, http.StatusBadRequest, "EncodingLimit", "2150858817",
-			fmt.Sprintf("The WS-Management service cannot process the request because the envelope of %d bytes exceeds the maximum envelope size.", len(body)))
-		return
-	}
-	if env.Header.ResourceURI != resourceURIShell {
-		f.fault(w, http.StatusBadRequest, "DestinationUnreachable", "2150858770", "The WS-Management service cannot process the request because the resource URI is not supported.")
-		return
-	}
+// dispatch performs the action of a request on the shell shellID.
+func (f *fakeServer) dispatch(w http.ResponseWriter, r *http.Request, env soapEnvelope, shellID string) {
 	if env.Header.Action == actCreate {
 		f.create(w, env)
 		return
 	}
 	f.mu.Lock()
-	sh := f.shells[rec.ShellID]
+	sh := f.shells[shellID]
 	f.mu.Unlock()
 	if sh == nil {
 		f.fault(w, http.StatusBadRequest, "InvalidSelectors", "2150858843",
-			fmt.Sprintf("The request for the Windows Remote Shell with ShellId %s failed because the shell was not found on the server.", rec.ShellID))
+			fmt.Sprintf("The request for the Windows Remote Shell with ShellId %s failed because the shell was not found on the server.", shellID))
 		return
 	}
 	switch env.Header.Action {

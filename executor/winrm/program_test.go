@@ -58,135 +58,164 @@ func splitPowerShell(t *testing.T, p program) (loader, prog, payloadLine string)
 	return lines[0], b.String(), lines[len(lines)-1]
 }
 
+// psArgs are the arguments of powershell.exe before what it runs.
+const psArgs = "-NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass"
+
+// The secret and the script of TestPowerShellProgram's job.
+const (
+	psSecret = `S3cret-N3w/P@ss+"é"`
+	psScript = "param([Parameter(ValueFromPipeline=$true)]$Record)\nProcess { $Record }\n"
+)
+
+// psProgram is the PowerShell program of TestPowerShellProgram's job, and
+// its stdin split.
+type psProgram struct {
+	job                       executor.Job
+	payload                   string // the payload line, without its line ending
+	p                         program
+	loader, prog, payloadLine string
+}
+
 func TestPowerShellProgram(t *testing.T) {
 	t.Parallel()
-	const secret = `S3cret-N3w/P@ss+"é"`
-	js, _ := json.Marshal(map[string]string{"newPassword": secret, "oldPassword": "0ld-Secret"})
-	payload := base64.StdEncoding.EncodeToString(js)
-	script := "param([Parameter(ValueFromPipeline=$true)]$Record)\nProcess { $Record }\n"
-	job := executor.Job{
+	js, _ := json.Marshal(map[string]string{"newPassword": psSecret, "oldPassword": "0ld-Secret"})
+	c := &psProgram{payload: base64.StdEncoding.EncodeToString(js)}
+	c.job = executor.Job{
 		RotationID: "rot-'quoted'", Step: 2, Attempt: 3,
-		Script:  executor.Script{Name: "rotate.ps1", Content: []byte(script)},
-		Stdin:   []byte(payload + "\n"),
-		Secrets: []string{secret, "0ld-Secret"},
+		Script:  executor.Script{Name: "rotate.ps1", Content: []byte(psScript)},
+		Stdin:   []byte(c.payload + "\n"),
+		Secrets: []string{psSecret, "0ld-Secret"},
 		Target:  &executor.Target{Host: "win", Login: "admin", Password: "Adm1n-Secret"},
 	}
-	p, err := New(Options{}).program(job)
+	var err error
+	c.p, err = New(Options{}).program(c.job)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const psArgs = "-NoLogo -NoProfile -NonInteractive -ExecutionPolicy Bypass"
-	if want := "powershell.exe " + psArgs + " -Command -"; p.command != want {
-		t.Errorf("command %q, want %q", p.command, want)
+	if want := "powershell.exe " + psArgs + " -Command -"; c.p.command != want {
+		t.Errorf("command %q, want %q", c.p.command, want)
 	}
-	if want := `powershell.exe ` + psArgs + ` -File .\postrotate-bootstrap.ps1 .\rotate.ps1`; p.display != want {
-		t.Errorf("display %q, want %q", p.display, want)
+	if want := `powershell.exe ` + psArgs + ` -File .\postrotate-bootstrap.ps1 .\rotate.ps1`; c.p.display != want {
+		t.Errorf("display %q, want %q", c.p.display, want)
 	}
-	loader, prog, payloadLine := splitPowerShell(t, p)
+	c.loader, c.prog, c.payloadLine = splitPowerShell(t, c.p)
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, *psProgram)
+	}{
+		{"PayloadOnlyAsData", testPSPayloadOnlyAsData},
+		{"Loader", testPSLoader},
+		{"WritesScriptAndBootstrap", testPSWritesScriptAndBootstrap},
+		{"Child", testPSChild},
+		{"ExitStatus", testPSExitStatus},
+		{"Brackets", testPSBrackets},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, c) })
+	}
+}
 
-	t.Run("PayloadOnlyAsData", func(t *testing.T) {
-		if want := "#" + base64.StdEncoding.EncodeToString(job.Stdin); payloadLine != want {
-			t.Errorf("payload line %q, want %q", payloadLine, want)
-		}
-		jsonEscaped, _ := json.Marshal(secret)
-		forms := map[string]string{
-			"raw": secret, "base64": base64.StdEncoding.EncodeToString([]byte(secret)),
-			"url": url.QueryEscape(secret), "json": strings.Trim(string(jsonEscaped), `"`),
-			"payload": payload, "old": "0ld-Secret", "target password": "Adm1n-Secret",
-		}
-		for name, form := range forms {
-			for what, text := range map[string]string{"command line": p.command, "display": p.display, "loader": loader, "program": prog} {
-				if strings.Contains(text, form) {
-					t.Errorf("the %s holds the %s form of a secret", what, name)
-				}
+func testPSPayloadOnlyAsData(t *testing.T, c *psProgram) {
+	if want := "#" + base64.StdEncoding.EncodeToString(c.job.Stdin); c.payloadLine != want {
+		t.Errorf("payload line %q, want %q", c.payloadLine, want)
+	}
+	jsonEscaped, _ := json.Marshal(psSecret)
+	forms := map[string]string{
+		"raw": psSecret, "base64": base64.StdEncoding.EncodeToString([]byte(psSecret)),
+		"url": url.QueryEscape(psSecret), "json": strings.Trim(string(jsonEscaped), `"`),
+		"payload": c.payload, "old": "0ld-Secret", "target password": "Adm1n-Secret",
+	}
+	for name, form := range forms {
+		for what, text := range map[string]string{"command line": c.p.command, "display": c.p.display, "loader": c.loader, "program": c.prog} {
+			if strings.Contains(text, form) {
+				t.Errorf("the %s holds the %s form of a secret", what, name)
 			}
 		}
-		if !strings.Contains(prog, "$line = [Console]::In.ReadLine()") ||
-			!strings.Contains(prog, "$child.StandardInput.BaseStream.Write($payload, 0, $payload.Length)") {
-			t.Error("the program does not read the payload line from stdin and write it to the child's stdin")
-		}
-	})
+	}
+	if !strings.Contains(c.prog, "$line = [Console]::In.ReadLine()") ||
+		!strings.Contains(c.prog, "$child.StandardInput.BaseStream.Write($payload, 0, $payload.Length)") {
+		t.Error("the program does not read the payload line from stdin and write it to the child's stdin")
+	}
+}
 
-	t.Run("Loader", func(t *testing.T) {
-		for _, want := range []string{"[Console]::In.ReadLine()", "'#" + p.marker + "'", "[scriptblock]::Create("} {
-			if !strings.Contains(loader, want) {
-				t.Errorf("loader %q lacks %q", loader, want)
-			}
+func testPSLoader(t *testing.T, c *psProgram) {
+	for _, want := range []string{"[Console]::In.ReadLine()", "'#" + c.p.marker + "'", "[scriptblock]::Create("} {
+		if !strings.Contains(c.loader, want) {
+			t.Errorf("loader %q lacks %q", c.loader, want)
 		}
-		if strings.Count(loader, "{") != strings.Count(loader, "}") || strings.Count(loader, "(") != strings.Count(loader, ")") {
-			t.Errorf("loader %q: unbalanced brackets", loader)
-		}
-	})
+	}
+	if strings.Count(c.loader, "{") != strings.Count(c.loader, "}") || strings.Count(c.loader, "(") != strings.Count(c.loader, ")") {
+		t.Errorf("loader %q: unbalanced brackets", c.loader)
+	}
+}
 
-	t.Run("WritesScriptAndBootstrap", func(t *testing.T) {
-		wantScript := "[System.IO.File]::WriteAllBytes((Join-Path $dir (Get-PostrotateText '" +
-			base64.StdEncoding.EncodeToString([]byte("rotate.ps1")) + "')), [System.Convert]::FromBase64String('" +
-			base64.StdEncoding.EncodeToString([]byte(script)) + "'))"
-		wantBootstrap := "[System.IO.File]::WriteAllBytes((Join-Path $dir '" + executor.BootstrapName +
-			"'), [System.Convert]::FromBase64String('" + base64.StdEncoding.EncodeToString([]byte(executor.PowerShellBootstrap)) + "'))"
-		for name, want := range map[string]string{"script": wantScript, "bootstrap": wantBootstrap} {
-			if !strings.Contains(prog, want) {
-				t.Errorf("the program does not write the %s", name)
-			}
+func testPSWritesScriptAndBootstrap(t *testing.T, c *psProgram) {
+	wantScript := "[System.IO.File]::WriteAllBytes((Join-Path $dir (Get-PostrotateText '" +
+		base64.StdEncoding.EncodeToString([]byte("rotate.ps1")) + "')), [System.Convert]::FromBase64String('" +
+		base64.StdEncoding.EncodeToString([]byte(psScript)) + "'))"
+	wantBootstrap := "[System.IO.File]::WriteAllBytes((Join-Path $dir '" + executor.BootstrapName +
+		"'), [System.Convert]::FromBase64String('" + base64.StdEncoding.EncodeToString([]byte(executor.PowerShellBootstrap)) + "'))"
+	for name, want := range map[string]string{"script": wantScript, "bootstrap": wantBootstrap} {
+		if !strings.Contains(c.prog, want) {
+			t.Errorf("the program does not write the %s", name)
 		}
-		if !strings.Contains(prog, "$path = Join-Path ([System.IO.Path]::GetTempPath()) '"+p.dirName+"'") ||
-			!strings.Contains(prog, "$acl.SetAccessRuleProtection($true, $false)") {
-			t.Error("the program does not create a private run directory in the temp directory")
-		}
-	})
+	}
+	if !strings.Contains(c.prog, "$path = Join-Path ([System.IO.Path]::GetTempPath()) '"+c.p.dirName+"'") ||
+		!strings.Contains(c.prog, "$acl.SetAccessRuleProtection($true, $false)") {
+		t.Error("the program does not create a private run directory in the temp directory")
+	}
+}
 
-	t.Run("Child", func(t *testing.T) {
-		if got := psValue(t, prog, "$start.FileName ="); got != "powershell.exe" {
-			t.Errorf("child %q, want powershell.exe", got)
+func testPSChild(t *testing.T, c *psProgram) {
+	if got := psValue(t, c.prog, "$start.FileName ="); got != "powershell.exe" {
+		t.Errorf("child %q, want powershell.exe", got)
+	}
+	if got, want := psValue(t, c.prog, "$start.Arguments ="), psArgs+` -File .\postrotate-bootstrap.ps1 .\rotate.ps1`; got != want {
+		t.Errorf("child arguments %q, want %q", got, want)
+	}
+	if got := psValue(t, c.prog, "$start.EnvironmentVariables['POSTROTATE_ROTATION_ID'] ="); got != "rot-'quoted'" {
+		t.Errorf("POSTROTATE_ROTATION_ID %q", got)
+	}
+	if got := psValue(t, c.prog, "$start.EnvironmentVariables['POSTROTATE_STEP'] ="); got != "2" {
+		t.Errorf("POSTROTATE_STEP %q", got)
+	}
+	for _, want := range []string{"$start.RedirectStandardInput = $true", "$start.UseShellExecute = $false", "$start.WorkingDirectory = $dir", "'SYSTEMROOT'"} {
+		if !strings.Contains(c.prog, want) {
+			t.Errorf("the program lacks %q", want)
 		}
-		if got, want := psValue(t, prog, "$start.Arguments ="), psArgs+` -File .\postrotate-bootstrap.ps1 .\rotate.ps1`; got != want {
-			t.Errorf("child arguments %q, want %q", got, want)
-		}
-		if got := psValue(t, prog, "$start.EnvironmentVariables['POSTROTATE_ROTATION_ID'] ="); got != "rot-'quoted'" {
-			t.Errorf("POSTROTATE_ROTATION_ID %q", got)
-		}
-		if got := psValue(t, prog, "$start.EnvironmentVariables['POSTROTATE_STEP'] ="); got != "2" {
-			t.Errorf("POSTROTATE_STEP %q", got)
-		}
-		for _, want := range []string{"$start.RedirectStandardInput = $true", "$start.UseShellExecute = $false", "$start.WorkingDirectory = $dir", "'SYSTEMROOT'"} {
-			if !strings.Contains(prog, want) {
-				t.Errorf("the program lacks %q", want)
-			}
-		}
-		if strings.Contains(prog, "RedirectStandardOutput") || strings.Contains(prog, "RedirectStandardError") {
-			t.Error("the child's stdout and stderr must be inherited, not redirected")
-		}
-	})
+	}
+	if strings.Contains(c.prog, "RedirectStandardOutput") || strings.Contains(c.prog, "RedirectStandardError") {
+		t.Error("the child's stdout and stderr must be inherited, not redirected")
+	}
+}
 
-	t.Run("ExitStatus", func(t *testing.T) {
-		order := []string{
-			"$code = 125",
-			"[Console]::Error.WriteLine($marker + ' ready')",
-			"$child = [System.Diagnostics.Process]::Start($start)",
-			"[Console]::Error.WriteLine($marker + ' failed '",
-			"$child.WaitForExit()",
-			"$code = $child.ExitCode",
-			"} finally {",
-			"Remove-Item -LiteralPath $dir -Recurse -Force",
-			"[Environment]::Exit($code)",
+func testPSExitStatus(t *testing.T, c *psProgram) {
+	order := []string{
+		"$code = 125",
+		"[Console]::Error.WriteLine($marker + ' ready')",
+		"$child = [System.Diagnostics.Process]::Start($start)",
+		"[Console]::Error.WriteLine($marker + ' failed '",
+		"$child.WaitForExit()",
+		"$code = $child.ExitCode",
+		"} finally {",
+		"Remove-Item -LiteralPath $dir -Recurse -Force",
+		"[Environment]::Exit($code)",
+	}
+	at := 0
+	for _, want := range order {
+		i := strings.Index(c.prog[at:], want)
+		if i < 0 {
+			t.Fatalf("the program lacks %q after byte %d", want, at)
 		}
-		at := 0
-		for _, want := range order {
-			i := strings.Index(prog[at:], want)
-			if i < 0 {
-				t.Fatalf("the program lacks %q after byte %d", want, at)
-			}
-			at += i + len(want)
-		}
-	})
+		at += i + len(want)
+	}
+}
 
-	t.Run("Brackets", func(t *testing.T) {
-		for _, pair := range []string{"{}", "()", "[]"} {
-			if o, c := strings.Count(prog, pair[:1]), strings.Count(prog, pair[1:]); o != c {
-				t.Errorf("%d %q but %d %q", o, pair[:1], c, pair[1:])
-			}
+func testPSBrackets(t *testing.T, c *psProgram) {
+	for _, pair := range []string{"{}", "()", "[]"} {
+		if o, c := strings.Count(c.prog, pair[:1]), strings.Count(c.prog, pair[1:]); o != c {
+			t.Errorf("%d %q but %d %q", o, pair[:1], c, pair[1:])
 		}
-	})
+	}
 }
 
 func TestPowerShellProgramInterpreters(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
 	"strconv"
@@ -195,130 +196,135 @@ func port(t *executor.Target) int {
 // or when ctx is cancelled (after terminating the remote command and
 // deleting its shell; the error wraps ctx.Err()).
 func (w *WinRM) Run(ctx context.Context, job executor.Job) (executor.Result, error) {
-	begin := time.Now() // a script that cannot start reports the time spent trying
-	mask := job.Masker()
-	res := executor.Result{System: "Windows", ExitCode: -1}
-	name := executor.ScriptFileName(job.Script.Name)
 	t := job.Target
 	where := "no target"
 	if t != nil && t.Host != "" {
 		where = net.JoinHostPort(t.Host, strconv.Itoa(port(t)))
 	}
-	notStarted := func(why string, err error) (executor.Result, error) {
-		if res.StartedAt.IsZero() {
-			res.StartedAt = begin
-		}
-		res.FinishedAt = time.Now()
-		res.Error = mask.Mask(why + ": " + err.Error())
-		return res, mask.MaskError(fmt.Errorf("run %s on %s: %s: %w", name, where, why, err))
-	}
+	run := executor.NewScriptRun(job, where)
+	run.SetSystem("Windows")
 	switch {
 	case t == nil || t.Host == "":
-		return notStarted("no target", ErrNoTarget)
+		return run.NotStarted("no target", ErrNoTarget)
 	case w.optErr != nil:
-		return notStarted("options", w.optErr)
+		return run.NotStarted("options", w.optErr)
 	}
 	if err := ctx.Err(); err != nil {
-		return notStarted("canceled before start", err)
+		return run.NotStarted("canceled before start", err)
 	}
 	prog, err := w.program(job)
 	if err != nil {
-		return notStarted("choose interpreter", err)
+		return run.NotStarted("choose interpreter", err)
 	}
-	res.Command = mask.Mask(prog.display)
+	run.SetCommand(prog.display)
 
 	c, err := w.newClient(t)
 	if err != nil {
-		return notStarted("configure client", err)
+		return run.NotStarted("configure client", err)
 	}
 	defer c.close()
 	shellID, err := c.createShell()
 	if err != nil {
-		return notStarted("open shell", err)
+		return run.NotStarted("open shell", err)
 	}
 
-	stdout := executor.NewOutput(job.EffectiveOutputLimit())
-	stderr := executor.NewOutput(job.EffectiveOutputLimit())
-	filter := newStderrFilter(prog.marker, stderr)
-	res.StartedAt = time.Now()
+	run.Starting()
 	cmdID, err := c.command(shellID, prog.command)
 	if err != nil {
 		_ = c.deleteShell(shellID)
-		return notStarted("start "+prog.command, err)
+		return run.NotStarted("start "+prog.command, err)
 	}
-	cmd := &command{c: c, shellID: shellID, id: cmdID, finished: make(chan struct{})}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var stdinErr error
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		cmd.receive(stdout, filter, stop)
-	}()
-	go func() {
-		defer wg.Done()
-		stdinErr = cmd.send(prog.stdin, c.inputChunk(), stop)
-	}()
+	p := &remoteCommand{
+		w: w, prog: prog, filter: newStderrFilter(prog.marker, run.Stderr), stop: make(chan struct{}),
+		cmd: &command{c: c, shellID: shellID, id: cmdID, finished: make(chan struct{})},
+	}
+	p.transfer(run.Stdout)
+	return run.Wait(ctx, p)
+}
 
-	timeout := job.EffectiveTimeout()
-	timedOut, canceled := executor.Wait(ctx, cmd.finished, timeout)
-	var killErr error
-	shellDeleted := false
-	if timedOut || canceled {
-		killErr = w.kill(cmd)
-		shellDeleted = true
+// remoteCommand is the command running the remote program, as
+// [executor.ScriptRun] drives it.
+type remoteCommand struct {
+	w      *WinRM
+	prog   program
+	cmd    *command
+	filter *stderrFilter // the command's stderr
+	stop   chan struct{} // closed to end the transfers
+	wg     sync.WaitGroup
+	// stdinErr is why sending stdin failed, once wg is done.
+	stdinErr error
+	// shellDeleted is set once Kill deleted the shell.
+	shellDeleted bool
+}
+
+var _ executor.Process = (*remoteCommand)(nil)
+
+// transfer starts receiving the output into stdout and the filter, and
+// sending the program's stdin, until the command finishes or stop is
+// closed.
+func (p *remoteCommand) transfer(stdout io.Writer) {
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		p.cmd.receive(stdout, p.filter, p.stop)
+	}()
+	go func() {
+		defer p.wg.Done()
+		p.stdinErr = p.cmd.send(p.prog.stdin, p.cmd.c.inputChunk(), p.stop)
+	}()
+}
+
+func (p *remoteCommand) Done() <-chan struct{} { return p.cmd.finished }
+
+func (p *remoteCommand) Kill() error {
+	p.shellDeleted = true
+	return p.w.kill(p.cmd)
+}
+
+// Drain ends the transfers and deletes the shell, which ends anything the
+// script left behind; it removes the run directory when the program had no
+// chance to: the command was killed or its output was lost.
+func (p *remoteCommand) Drain(killed bool) {
+	close(p.stop)
+	c := p.cmd.c
+	if !p.shellDeleted {
+		_ = c.deleteShell(p.cmd.shellID)
 	}
-	close(stop)
-	if !shellDeleted {
-		_ = c.deleteShell(shellID) // ends anything the script left behind
-	}
-	if timedOut || canceled || !cmd.done() {
-		// The command was killed, or its output was lost: the program had
-		// no chance to remove its directory.
-		w.cleanup(c, prog)
+	if killed || !p.cmd.done() {
+		p.w.cleanup(c, p.prog)
 	}
 	c.close() // ends requests still in flight
-	wg.Wait()
-	filter.Flush()
-	res.FinishedAt = time.Now()
-	res.Stdout, res.StdoutTruncated = stdout.Finish(mask)
-	res.Stderr, res.StderrTruncated = stderr.Finish(mask)
+	p.wg.Wait()
+	p.filter.Flush()
+}
 
-	killed := executor.KillNote(killErr)
-	switch {
-	case canceled:
-		res.Error = mask.Mask(fmt.Sprintf("canceled (%v): %s", ctx.Err(), killed))
-		return res, mask.MaskError(fmt.Errorf("run %s on %s: %w", name, where, ctx.Err()))
-	case timedOut:
-		res.TimedOut = true
-		res.Error = mask.Mask(fmt.Sprintf("timed out after %s: %s", timeout, killed))
-		return res, nil
-	}
-	failed, reason := filter.Failure()
+// Exit reads the command's exit code, and the status lines of the remote
+// program: a run directory it could not prepare, or a program that ended
+// before it started the script, is a script that did not start.
+func (p *remoteCommand) Exit(res executor.Result) executor.Exit {
+	failed, reason := p.filter.Failure()
 	switch {
 	case failed:
 		if msg := summary(res.Stderr); msg != "" {
 			reason += ": " + msg
 		}
-		return notStarted("prepare run directory", errors.New(reason))
-	case !cmd.done():
-		if !filter.Ready() {
-			return notStarted("run remote program", cmd.err)
+		return executor.Exit{Stage: "prepare run directory", Err: errors.New(reason)}
+	case !p.cmd.done():
+		if !p.filter.Ready() {
+			return executor.Exit{Stage: "run remote program", Err: p.cmd.err}
 		}
-		res.Error = mask.Mask(fmt.Sprintf("output lost while the script ran: %v; shell deleted", cmd.err))
-		return res, nil
-	case !filter.Ready():
-		err := fmt.Errorf("%s exited with status %d before starting the script", prog.command, cmd.exitCode)
+		return executor.Exit{Code: -1, Error: fmt.Sprintf("output lost while the script ran: %v; shell deleted", p.cmd.err)}
+	case !p.filter.Ready():
+		err := fmt.Errorf("%s exited with status %d before starting the script", p.prog.command, p.cmd.exitCode)
 		if msg := summary(res.Stderr); msg != "" {
 			err = fmt.Errorf("%w: %s", err, msg)
 		}
-		if stdinErr != nil {
-			err = fmt.Errorf("%w (send stdin: %w)", err, stdinErr)
+		if p.stdinErr != nil {
+			err = fmt.Errorf("%w (send stdin: %w)", err, p.stdinErr)
 		}
-		return notStarted("start remote program", err)
+		return executor.Exit{Stage: "start remote program", Err: err}
 	}
-	res.ExitCode = cmd.exitCode
-	return res, nil
+	return executor.Exit{Code: p.cmd.exitCode}
 }
 
 // kill terminates a command at a timeout or cancellation: a Signal

@@ -1,6 +1,6 @@
 //go:build unix
 
-package executortest
+package proctest
 
 import (
 	"bytes"
@@ -12,10 +12,14 @@ import (
 	"syscall"
 )
 
-// localAlive reports whether process pid runs on this machine. A zombie
-// counts as gone: it has ended and only waits to be reaped by its new
-// parent, which in a container may never come.
-func localAlive(pid int) (bool, error) {
+// Supported tells whether [Alive] and [Kill] can look at the processes of
+// this system: on Unix.
+const Supported = true
+
+// Alive reports whether process pid runs on this machine. A zombie counts
+// as gone: it has ended and only waits to be reaped by its new parent,
+// which in a container may never come.
+func Alive(pid int) (bool, error) {
 	if runtime.GOOS == "linux" {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -38,5 +42,6 @@ func localAlive(pid int) (bool, error) {
 	return false, fmt.Errorf("signal 0 to %d: %w", pid, err)
 }
 
-// localKill kills a process this suite's scripts left on this machine.
-func localKill(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) }
+// Kill kills process pid on this machine, if it still runs: what a test
+// left behind, at its cleanup.
+func Kill(pid int) { _ = syscall.Kill(pid, syscall.SIGKILL) }
