@@ -3,7 +3,9 @@
 // stores, the identities and the worker enrolment, the dispatcher (the
 // NATS side of a rotation), the rotation engine and service, the
 // scheduler, the store's health monitor, the in-process workers and the
-// HTTP API. Start starts them in that order; Stop stops them in reverse.
+// HTTP API's handler. Start starts them in that order; Stop stops the
+// scheduler and the health monitor, then the rotations, then the
+// in-process workers. Serving HTTP (and TLS) is the caller's.
 package app
 
 import (
@@ -35,8 +37,12 @@ import (
 type Options struct {
 	// Inventory is the deployment's records. Required.
 	Inventory *inventory.Inventory
-	// Dispatch configures the dispatcher and the JetStream layout. Its
-	// Signer and WorkerKey are set by Start (unless Unsigned).
+	// Layout is the JetStream layout: Start creates or updates its
+	// streams, buckets and the consumers of the inventory's hosts.
+	Layout layout.Layout
+	// Dispatch configures the dispatcher (its kill grace). Its Subjects
+	// are the Layout's; its Signer and WorkerKey are set by Start (unless
+	// Unsigned); its Logger and Now default to the App's.
 	Dispatch dispatch.Options
 	// PickupTimeout is how long a task may wait for its host's worker
 	// before it expires and the step fails. Defaults to 1m.
@@ -145,7 +151,12 @@ func New(js jetstream.JetStream, opts Options) (*App, error) {
 		log = *opts.Logger
 	}
 	opts.Logger = &log
+	opts.Layout = opts.Layout.WithDefaults()
+	opts.Dispatch.Subjects = opts.Layout.Subjects
 	opts.Dispatch.Logger = cmp.Or(opts.Dispatch.Logger, &log)
+	if opts.Dispatch.Now == nil {
+		opts.Dispatch.Now = opts.Now
+	}
 	opts.HealthEvery = cmp.Or(opts.HealthEvery, 5*time.Second)
 	if opts.Key == nil {
 		k := vault.NewKey()
@@ -154,8 +165,8 @@ func New(js jetstream.JetStream, opts Options) (*App, error) {
 	return &App{js: js, opts: opts, log: log.With().Str("component", "app").Logger(), cancel: func() {}}, nil
 }
 
-// Hosts returns every host id the inventory sends tasks to.
-func Hosts(inv *inventory.Inventory) []string {
+// hosts returns every host id the inventory sends tasks to.
+func hosts(inv *inventory.Inventory) []string {
 	var hosts []string
 	for _, r := range inv.Records {
 		for _, h := range []string{r.Gateway, r.Worker} {
@@ -198,17 +209,17 @@ func (a *App) Start(ctx context.Context) error {
 // setupLayout creates or updates the streams, buckets and the consumers
 // of the inventory's hosts.
 func (a *App) setupLayout(ctx context.Context) error {
-	lay := a.opts.Dispatch.Layout
+	lay := a.opts.Layout
 	if err := lay.Setup(ctx, a.js); err != nil {
 		return err
 	}
-	return lay.EnsureHosts(ctx, a.js, Hosts(a.opts.Inventory)...)
+	return lay.EnsureHosts(ctx, a.js, hosts(a.opts.Inventory)...)
 }
 
 // openStores opens the runs store, the record store (applying the
 // inventory to it) and, unless Unsigned, the identities.
 func (a *App) openStores(ctx context.Context) error {
-	lay := a.opts.Dispatch.Layout.WithDefaults()
+	lay := a.opts.Layout
 	store, err := runs.Open(ctx, a.js, lay.Subjects, a.opts.Key.SubKey("runs"))
 	if err != nil {
 		return err
@@ -227,7 +238,7 @@ func (a *App) openStores(ctx context.Context) error {
 		return err
 	}
 	a.enroller, err = identity.NewEnroller(ctx, ids, identity.EnrollerOptions{
-		Subjects: lay.Subjects, Key: a.opts.Key, Hosts: Hosts(a.opts.Inventory), NATSURL: a.opts.NATSURL,
+		Subjects: lay.Subjects, Key: a.opts.Key, Hosts: hosts(a.opts.Inventory), NATSURL: a.opts.NATSURL,
 		OnWorkers: a.opts.OnWorkers, Logger: a.opts.Logger,
 	})
 	return err
@@ -300,7 +311,7 @@ func (a *App) startScheduler(ctx context.Context) error {
 	if a.opts.NoSchedules {
 		return nil
 	}
-	lay := a.opts.Dispatch.Layout.WithDefaults()
+	lay := a.opts.Layout
 	sched, err := schedule.New(a.js, schedule.Options{
 		Bucket: lay.Subjects.SchedulesBucket(), Clock: a.opts.Clock, LeaseTTL: a.opts.LeaseTTL,
 		Logger: a.opts.Logger, Fire: a.rotations.Scheduled, Replicas: lay.Replicas,
@@ -352,17 +363,15 @@ func (a *App) Handler() http.Handler { return a.handler }
 // Rotations returns the rotation service. Start first.
 func (a *App) Rotations() *rotation.Service { return a.rotations }
 
-// Records returns the record store. Start first.
-func (a *App) Records() *vault.Store { return a.vault }
-
 // Enroller returns the worker enrolment, nil when tasks are sent unsigned.
 // Start first.
 func (a *App) Enroller() *identity.Enroller { return a.enroller }
 
-// Stop stops starting rotations and interrupts the running ones (they
-// stay "running" in the store and resume at the next Start), then stops
-// the scheduler, the health monitor and the in-process workers, letting
-// their scripts finish while ctx allows. Safe to call twice.
+// Stop stops the scheduler and the health monitor (waiting for them while
+// ctx allows), then stops starting rotations and interrupts the running
+// ones (they stay "running" in the store and resume at the next Start),
+// then stops the in-process workers, letting their scripts finish for up
+// to a minute. Safe to call twice.
 func (a *App) Stop(ctx context.Context) error {
 	a.mu.Lock()
 	first := !a.stopped
@@ -373,15 +382,15 @@ func (a *App) Stop(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 	var errs []error
-	if a.rotations != nil {
-		errs = append(errs, a.rotations.Stop(ctx))
-	}
 	done := make(chan struct{})
 	go func() { a.bg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		errs = append(errs, ctx.Err())
+	}
+	if a.rotations != nil {
+		errs = append(errs, a.rotations.Stop(ctx))
 	}
 	if a.workers != nil {
 		errs = append(errs, a.workers.stop(ctx))

@@ -30,7 +30,7 @@ func (a *App) startWorkers(ctx context.Context) error {
 		return nil
 	}
 	a.workers = &localWorkers{}
-	for _, h := range Hosts(a.opts.Inventory) {
+	for _, h := range hosts(a.opts.Inventory) {
 		if err := a.startWorker(ctx, h); err != nil {
 			return err
 		}
@@ -39,7 +39,7 @@ func (a *App) startWorkers(ctx context.Context) error {
 }
 
 func (a *App) startWorker(ctx context.Context, host string) error {
-	wopts := worker.Options{Host: host, Name: host + "-inprocess", Subjects: a.opts.Dispatch.Layout.Subjects, Logger: a.opts.Logger}
+	wopts := worker.Options{Host: host, Name: host + "-inprocess", Subjects: a.opts.Layout.Subjects, Logger: a.opts.Logger}
 	wjs := a.js
 	if a.enroller != nil {
 		creds, err := a.enroller.Local(ctx, host)

@@ -21,7 +21,6 @@ import (
 
 	"github.com/postrotate/postrotate/coordinator/app"
 	"github.com/postrotate/postrotate/coordinator/broker"
-	"github.com/postrotate/postrotate/coordinator/dispatch"
 	"github.com/postrotate/postrotate/coordinator/identity"
 	"github.com/postrotate/postrotate/coordinator/inventory"
 	"github.com/postrotate/postrotate/coordinator/vault"
@@ -179,10 +178,8 @@ func (cfg serveConfig) warn(log zerolog.Logger) {
 // appOptions are the App's options from the flags and what serve opened.
 func (cfg serveConfig) appOptions(inv *inventory.Inventory, conn *natsConn, key vault.Key, source, token string, log *zerolog.Logger) app.Options {
 	opts := app.Options{
-		Inventory: inv,
-		Dispatch: dispatch.Options{
-			Layout: layout.Layout{Subjects: conn.subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL, Replicas: cfg.replicas},
-		},
+		Inventory:     inv,
+		Layout:        layout.Layout{Subjects: conn.subj, AckWait: cfg.ackWait, PinnedTTL: cfg.pinnedTTL, Replicas: cfg.replicas},
 		PickupTimeout: cfg.pickupTimeout,
 		Logger:        log,
 		Key:           &key,

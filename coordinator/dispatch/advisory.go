@@ -29,7 +29,7 @@ type maxDeliveriesAdvisory struct {
 // deleted: it does not speak for the step it claims. Call the returned
 // function to stop watching.
 func (d *Dispatcher) WatchMaxDeliveries() (stop func(), err error) {
-	subj := d.opts.Layout.Subjects
+	subj := d.opts.Subjects
 	sub, err := d.js.Conn().Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+subj.TasksStream()+".*", func(m *nats.Msg) {
 		var adv maxDeliveriesAdvisory
 		if err := json.Unmarshal(m.Data, &adv); err != nil {
@@ -49,7 +49,7 @@ func (d *Dispatcher) WatchMaxDeliveries() (stop func(), err error) {
 }
 
 func (d *Dispatcher) maxDelivered(ctx context.Context, adv maxDeliveriesAdvisory) error {
-	subj := d.opts.Layout.Subjects
+	subj := d.opts.Subjects
 	stream, err := d.js.Stream(ctx, subj.TasksStream())
 	if err != nil {
 		return err

@@ -33,7 +33,7 @@ func testMaxDeliveries(t *testing.T, signed bool) {
 	if err := layout.EnsureHosts(t.Context(), b.js, "gw-1"); err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{Layout: layout}
+	opts := Options{Subjects: layout.Subjects}
 	id := rotation.NewID()
 	if signed {
 		coord, trust := identity(t)

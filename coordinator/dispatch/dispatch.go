@@ -16,12 +16,13 @@ import (
 	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
-	"github.com/postrotate/postrotate/messages/layout"
 )
 
 // Options configure a Dispatcher. A zero field means its default.
 type Options struct {
-	Layout layout.Layout
+	// Subjects names the streams and buckets of the layout
+	// (messages/layout), which the dispatcher does not create.
+	Subjects messages.Subjects
 	// KillGrace is added to a step's deadline (its task's expiry plus its
 	// script's timeout) for the worker to kill a timed-out script and
 	// report. Defaults to 30s.
@@ -63,9 +64,9 @@ type Dispatcher struct {
 
 var _ rotation.StepRunner = (*Dispatcher)(nil)
 
-// New returns a dispatcher. It does not create streams: call Layout.Setup.
+// New returns a dispatcher. It does not create streams: call
+// layout.Layout.Setup.
 func New(js jetstream.JetStream, opts Options) *Dispatcher {
-	opts.Layout = opts.Layout.WithDefaults()
 	opts.KillGrace = cmp.Or(opts.KillGrace, 30*time.Second)
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -121,7 +122,7 @@ func (d *Dispatcher) Send(ctx context.Context, task messages.Task) (messages.Rot
 // deadline. From the publish on, a target may receive the new password
 // (reached), unless the task is withdrawn from the queue untaken.
 func (d *Dispatcher) send(ctx context.Context, log zerolog.Logger, task messages.Task, msg *nats.Msg, results *resultWatch) (messages.RotationResult, bool, error) {
-	subj := d.opts.Layout.Subjects
+	subj := d.opts.Subjects
 	ack, err := d.retry(ctx, log, "publish task", func(ctx context.Context) (*jetstream.PubAck, error) {
 		return d.js.PublishMsg(ctx, msg, jetstream.WithMsgID(task.ID))
 	})
@@ -165,7 +166,7 @@ func (d *Dispatcher) send(ctx context.Context, log zerolog.Logger, task messages
 	case err != nil:
 		return messages.RotationResult{}, reached, err
 	}
-	d.stepEvent(ctx, log, rr)
+	d.stepEvent(ctx, log, task, rr)
 	return rr, reached, nil
 }
 
@@ -180,18 +181,20 @@ func (d *Dispatcher) Report(ctx context.Context, rr messages.RotationResult) err
 	}); err != nil {
 		return fmt.Errorf("publish the result of step %d: %w", rr.Step, err)
 	}
-	d.stepEvent(ctx, log, rr)
+	d.stepEvent(ctx, log, messages.Task{RotationID: rr.RotationID, Step: rr.Step, Host: rr.Host, RecordUID: rr.UID, Script: messages.Script{Name: rr.Name}}, rr)
 	return nil
 }
 
-// stepEvent publishes the completed or failed event of rr's step.
-func (d *Dispatcher) stepEvent(ctx context.Context, log zerolog.Logger, rr messages.RotationResult) {
+// stepEvent publishes the completed or failed event of the step of task
+// (what identifies the step comes from the task the coordinator sent,
+// whatever a result claims), with rr's outcome.
+func (d *Dispatcher) stepEvent(ctx context.Context, log zerolog.Logger, task messages.Task, rr messages.RotationResult) {
 	kind := messages.EventCompleted
 	if !rr.Success {
 		kind = messages.EventFailed
 	}
-	d.event(ctx, log, d.opts.Layout.Subjects.StepEvent(kind), messages.StepEvent{
-		Kind: kind, RotationID: rr.RotationID, Step: rr.Step, Host: rr.Host, UID: rr.UID, Name: rr.Name,
+	d.event(ctx, log, d.opts.Subjects.StepEvent(kind), messages.StepEvent{
+		Kind: kind, RotationID: task.RotationID, Step: task.Step, Host: task.Host, UID: task.RecordUID, Name: task.Script.Name,
 		Success: rr.Success, Error: rr.Error,
 	})
 }
@@ -231,7 +234,7 @@ func (d *Dispatcher) retry(ctx context.Context, log zerolog.Logger, what string,
 // message returns the message that carries task: with a Signer its secret
 // sealed for the host's worker and the data signed, else the task as it is.
 func (d *Dispatcher) message(ctx context.Context, task messages.Task) (*nats.Msg, error) {
-	msg := &nats.Msg{Subject: d.opts.Layout.Subjects.Tasks(task.Host), Header: nats.Header{}}
+	msg := &nats.Msg{Subject: d.opts.Subjects.Tasks(task.Host), Header: nats.Header{}}
 	if d.opts.Signer != nil {
 		key, err := d.workerKey(ctx, task.Host)
 		if err != nil {
@@ -279,7 +282,7 @@ func (d *Dispatcher) workerKey(ctx context.Context, host string) (string, error)
 // work queue and reports false; it reports true when a worker took it. A
 // worker that would receive it after the check refuses it as expired.
 func (d *Dispatcher) withdraw(ctx context.Context, host string, seq uint64) (taken bool, err error) {
-	subj := d.opts.Layout.Subjects
+	subj := d.opts.Subjects
 	cons, err := d.js.Consumer(ctx, subj.TasksStream(), subj.Consumer(host))
 	if err != nil {
 		return false, err
@@ -304,7 +307,7 @@ func (d *Dispatcher) withdraw(ctx context.Context, host string, seq uint64) (tak
 // Result reads the result of a rotation's step from the results stream;
 // found is false when the step has none.
 func (d *Dispatcher) Result(ctx context.Context, rotationID string, step int) (messages.RotationResult, bool, error) {
-	subj := d.opts.Layout.Subjects
+	subj := d.opts.Subjects
 	s, err := d.js.Stream(ctx, subj.ResultsStream())
 	if err != nil {
 		return messages.RotationResult{}, false, err
@@ -323,7 +326,7 @@ func (d *Dispatcher) Result(ctx context.Context, rotationID string, step int) (m
 // Announce publishes a rotation event; a lost event is logged.
 func (d *Dispatcher) Announce(ctx context.Context, ev messages.RotationEvent) {
 	log := d.log.With().Str("rotation_id", ev.RotationID).Logger()
-	d.event(ctx, log, d.opts.Layout.Subjects.RotationEvent(ev.Kind), ev)
+	d.event(ctx, log, d.opts.Subjects.RotationEvent(ev.Kind), ev)
 }
 
 func (d *Dispatcher) publishResult(ctx context.Context, rr messages.RotationResult) (*jetstream.PubAck, error) {
@@ -332,7 +335,7 @@ func (d *Dispatcher) publishResult(ctx context.Context, rr messages.RotationResu
 	if err != nil {
 		return nil, err
 	}
-	return d.js.Publish(ctx, d.opts.Layout.Subjects.Result(rr.RotationID, rr.Step), data, jetstream.WithMsgID(msgID))
+	return d.js.Publish(ctx, d.opts.Subjects.Result(rr.RotationID, rr.Step), data, jetstream.WithMsgID(msgID))
 }
 
 // event publishes an event; a lost event is logged, never fatal.
@@ -363,7 +366,7 @@ func (d *Dispatcher) event(ctx context.Context, log zerolog.Logger, subject stri
 // Workers returns the registered, live workers: the entries of the workers
 // bucket, which expire without heartbeats.
 func (d *Dispatcher) Workers(ctx context.Context) ([]messages.WorkerInfo, error) {
-	kv, err := d.js.KeyValue(ctx, d.opts.Layout.Subjects.WorkersBucket())
+	kv, err := d.js.KeyValue(ctx, d.opts.Subjects.WorkersBucket())
 	if err != nil {
 		return nil, fmt.Errorf("open workers bucket: %w", err)
 	}

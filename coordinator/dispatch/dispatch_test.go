@@ -123,7 +123,7 @@ func TestRunPublishesResultsAndEvents(t *testing.T) {
 	if err != nil || !out.Success() || len(out.Results) != 1 || out.Results[0].Stdout != "ok\n" {
 		t.Fatalf("Run = %+v, %v", out, err)
 	}
-	e.Finish(t.Context(), b.plan.User.UID, out, "")
+	e.Finished(t.Context(), b.plan.User.UID, out, "")
 	want := []string{"postrotate.events.rotation.started", "postrotate.events.step.started", "postrotate.events.step.completed", "postrotate.events.rotation.completed"}
 	for _, w := range want {
 		select {

@@ -52,7 +52,7 @@ type expect struct {
 }
 
 func (d *Dispatcher) watchResults(ctx context.Context, rotationID string) (*resultWatch, error) {
-	subj := d.opts.Layout.Subjects
+	subj := d.opts.Subjects
 	w := &resultWatch{subj: subj, pending: map[int]messages.RotationResult{}, msgs: make(chan jetstream.Msg), done: make(chan struct{}), closed: make(chan struct{})}
 	cons, err := d.js.OrderedConsumer(ctx, subj.ResultsStream(), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subj.Results(rotationID)},
@@ -75,7 +75,7 @@ func (d *Dispatcher) watchResults(ctx context.Context, rotationID string) (*resu
 		}
 		if err != nil {
 			// A step whose task is refused then fails at its deadline.
-			d.log.Warn().Err(err).Str("rotation_id", rotationID).Msg("watch task refusals (run Layout.Setup)")
+			d.log.Warn().Err(err).Str("rotation_id", rotationID).Msg("watch task refusals (run layout.Layout.Setup)")
 		}
 	}
 	return w, nil

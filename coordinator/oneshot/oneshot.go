@@ -25,6 +25,7 @@ import (
 	"github.com/postrotate/postrotate/coordinator/rotation"
 	"github.com/postrotate/postrotate/executor"
 	"github.com/postrotate/postrotate/messages/envelope"
+	"github.com/postrotate/postrotate/messages/layout"
 	"github.com/postrotate/postrotate/worker"
 )
 
@@ -32,8 +33,10 @@ import (
 type Options struct {
 	// Logger receives the logs of every component. Defaults to disabled.
 	Logger *zerolog.Logger
-	// Dispatch configures the dispatcher (the layout, the kill grace). Its
-	// Signer and WorkerKey are set by Rotate.
+	// Layout is the JetStream layout set up in the embedded broker.
+	Layout layout.Layout
+	// Dispatch configures the dispatcher (the kill grace). Its Subjects
+	// are the Layout's; its Signer and WorkerKey are set by Rotate.
 	Dispatch dispatch.Options
 	// PickupTimeout is how long a task may wait for its host's worker
 	// before it expires and the step fails. Defaults to 1m.
@@ -93,6 +96,7 @@ func Rotate(ctx context.Context, inv *inventory.Inventory, userUID string, opts 
 		return rotation.Outcome{}, err
 	}
 	dopts := opts.Dispatch
+	dopts.Subjects = opts.Layout.Subjects
 	dopts.Signer = coord
 	dopts.WorkerKey = func(_ context.Context, host string) (string, error) { return keys[host], nil }
 	e := rotation.NewEngine(dispatch.New(js, dopts), rotation.EngineOptions{PickupTimeout: opts.PickupTimeout, Logger: &log})
@@ -100,7 +104,7 @@ func Rotate(ctx context.Context, inv *inventory.Inventory, userUID string, opts 
 	if err != nil {
 		return out, err
 	}
-	e.Finish(ctx, userUID, out, "")
+	e.Finished(ctx, userUID, out, "")
 	if out.Effect == rotation.EffectCommitted {
 		out.Note += "; one-shot mode stores no password: the inventory keeps the old one"
 	}
@@ -120,7 +124,7 @@ func startWorkers(ctx context.Context, js jetstream.JetStream, coord *envelope.C
 			_ = w.Stop(stopCtx)
 		}
 	}
-	lay := opts.Dispatch.Layout
+	lay := opts.Layout
 	if err := lay.Setup(ctx, js); err != nil {
 		return nil, stop, err
 	}

@@ -32,7 +32,7 @@ type StepRunner interface {
 	Send(ctx context.Context, task messages.Task) (rr messages.RotationResult, reached bool, err error)
 	// Report publishes rr, the result the coordinator gives a step it does
 	// not run, and the step's event. It retries until ctx ends, and then
-	// returns the error.
+	// returns the error, which names the step.
 	Report(ctx context.Context, rr messages.RotationResult) error
 	// Result returns the published result of a rotation's step; found is
 	// false when the step has none.
@@ -114,7 +114,7 @@ func (e *Engine) Run(ctx context.Context, r Rotation) (Outcome, error) {
 	end, err := e.runner.Begin(ctx, r.ID)
 	if err != nil {
 		log.Warn().Err(err).Msg("rotation not run now")
-		return Outcome{RotationID: r.ID}, err
+		return Outcome{RotationID: r.ID, Sent: r.Resume}, notBegun{err}
 	}
 	defer end()
 	if r.Resume {
@@ -136,21 +136,34 @@ func (e *Engine) Run(ctx context.Context, r Rotation) (Outcome, error) {
 	return x.out, nil
 }
 
-// Finish publishes the completed or failed event of rotation out of user,
-// with why it failed as a whole when it did: call it once the outcome is
-// stored, so that whoever sees the event also sees the stored outcome.
-func (e *Engine) Finish(ctx context.Context, user string, out Outcome, why string) {
+// notBegun is the error of a run that did not begin (its results could not
+// be watched): nothing of it was sent or announced.
+type notBegun struct{ error }
+
+func (e notBegun) Unwrap() error { return e.error }
+
+// Finished publishes the completed or failed event of rotation out of
+// user, with why it failed as a whole when it did: call it once the
+// outcome is stored, so that whoever sees the event also sees the stored
+// outcome. The event is published even when ctx has ended (the outcome is
+// stored: nothing would publish it later), within a few seconds.
+func (e *Engine) Finished(ctx context.Context, user string, out Outcome, why string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalEventWithin)
+	defer cancel()
 	e.runner.Announce(ctx, out.event(user, why))
-	e.log.Info().Str("rotation_id", out.RotationID).Int("succeeded", out.Succeeded).Int("failed", out.Failed).
+	e.log.Info().Str("rotation_id", out.RotationID).Str("user_uid", user).Int("succeeded", out.Succeeded).Int("failed", out.Failed).
 		Str("effect", string(out.Effect)).Msg("rotation finished")
 }
+
+// finalEventWithin bounds the publish of a rotation's final event.
+const finalEventWithin = 15 * time.Second
 
 // Abandon ends rotation id of user, which cannot be resumed (why: its plan
 // changed, its passwords are gone): each of steps without a published
 // result gets a failed result naming why, published with its step event.
 // The outcome is Sent (a previous run may have sent any task) and not
-// committed. It returns an error when ctx ended before every step had its
-// result.
+// committed. It returns an error when a step's result could not be read,
+// or ctx ended before every step had its result.
 func (e *Engine) Abandon(ctx context.Context, id string, steps []plan.Step, why string) (Outcome, error) {
 	out := Outcome{RotationID: id, Sent: true, Effect: EffectNotCommitted, Note: why}
 	for _, step := range steps {
@@ -320,7 +333,7 @@ func (x *run) exec(ctx context.Context, step plan.Step, skip string) messages.Ro
 	}
 	rr := notRun(x.r.ID, step, skip, x.e.opts.Now())
 	if err := x.e.runner.Report(ctx, rr); err != nil {
-		x.err = fmt.Errorf("publish the result of step %d: %w", step.Index, err)
+		x.err = err // it says which step
 	}
 	x.out.add(rr)
 	return rr
@@ -345,10 +358,7 @@ func (x *run) send(ctx context.Context, step plan.Step) (messages.RotationResult
 		// Nothing was sent: this step's failure, not the rotation's.
 		log.Error().Err(err).Msg("step not sent")
 		rr := notRun(x.r.ID, step, err.Error(), x.e.opts.Now())
-		if err := x.e.runner.Report(ctx, rr); err != nil {
-			return rr, fmt.Errorf("publish the result of step %d: %w", step.Index, err)
-		}
-		return rr, nil
+		return rr, x.e.runner.Report(ctx, rr)
 	}
 	rr, reached, err := x.e.runner.Send(ctx, task)
 	if reached {

@@ -270,7 +270,7 @@ func TestCutShortThenResumed(t *testing.T) {
 	if len(f.events) != 1 {
 		t.Fatalf("events %+v: a resumed rotation announces no second start", f.events)
 	}
-	e.Finish(t.Context(), "u", out, "")
+	e.Finished(t.Context(), "u", out, "")
 	if ev := f.events[1]; ev.Kind != "completed" || ev.Effect != string(EffectCommitted) || ev.Steps != 2 {
 		t.Fatalf("final event %+v", ev)
 	}
@@ -288,5 +288,24 @@ func TestAbandon(t *testing.T) {
 	}
 	if rr := f.published[2]; rr.Success || rr.Error != "no result (its task may have run before): the inventory changed" || rr.ExitCode != -1 {
 		t.Fatalf("step 2: %+v", rr)
+	}
+}
+
+// A run that cannot begin (its results cannot be watched) sent and
+// announced nothing: its error says so, and it is not Sent unless an
+// earlier run began.
+func TestNotBegun(t *testing.T) {
+	t.Parallel()
+	p := policyPlan(t, "scripts_only", false, false, false, "[{file: s.sh}]", false)
+	f := &fakeRunner{beginErr: errGone}
+	e := NewEngine(f, EngineOptions{})
+	out, err := e.Run(t.Context(), Rotation{ID: NewID(), Plan: p, NewPassword: "new-pw", OldPassword: "old-pw"})
+	var nb notBegun
+	if !errors.As(err, &nb) || !errors.Is(err, errGone) || out.Sent || len(f.events) != 0 || f.sends != 0 {
+		t.Fatalf("%+v, %v; events %+v, sends %d", out, err, f.events, f.sends)
+	}
+	out, _ = e.Run(t.Context(), Rotation{ID: NewID(), Plan: p, NewPassword: "new-pw", OldPassword: "old-pw", Resume: true})
+	if !out.Sent {
+		t.Fatal("a resumed run that cannot begin is not Sent")
 	}
 }

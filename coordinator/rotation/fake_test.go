@@ -26,6 +26,8 @@ type fakeRunner struct {
 	// cut, when > 0, is the Send (1-based) that finds the runner gone:
 	// it returns an error, as when JetStream stops answering.
 	cut int
+	// beginErr, when set, is what Begin returns.
+	beginErr error
 
 	sends     int
 	tasks     []messages.Task
@@ -40,6 +42,9 @@ var errGone = errors.New("jetstream not answering")
 func (f *fakeRunner) Begin(context.Context, string) (func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.beginErr != nil {
+		return nil, f.beginErr
+	}
 	f.begun++
 	return func() { f.mu.Lock(); f.ended++; f.mu.Unlock() }, nil
 }

@@ -51,8 +51,9 @@ type Outcome struct {
 	// is therefore committed although the effect is rollback_failed.
 	StillSet bool
 	// Sent is set once a task carrying the new password may have left the
-	// coordinator (its publish was attempted, or a previous coordinator
-	// ran the rotation before it was resumed): a target may hold the new
+	// coordinator (its publish was attempted, or an earlier run — of a
+	// previous coordinator, or cut short in this one — began before this
+	// one resumed it): a target may hold the new
 	// password, so a rotation that does not commit it keeps it as
 	// uncommitted. Unset, nothing carried it anywhere.
 	Sent bool

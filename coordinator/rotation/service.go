@@ -158,7 +158,7 @@ func (s *Service) resume(ctx context.Context, inv *inventory.Inventory, run runs
 	if err := s.finish(ctx, run, out, why); err != nil {
 		return err
 	}
-	s.opts.Engine.Finish(ctx, run.User, out, why.Error())
+	s.opts.Engine.Finished(ctx, run.User, out, why.Error())
 	log.Warn().Err(why).Msg("rotation abandoned")
 	return nil
 }
@@ -193,10 +193,7 @@ func (s *Service) inventory(ctx context.Context) (*inventory.Inventory, error) {
 // returns an *InputError for an unknown or unsupported user, and a
 // *runs.BusyError when the user has a running rotation.
 func (s *Service) Rotate(ctx context.Context, user string) (runs.Run, error) {
-	s.mu.Lock()
-	stopped := s.stopped
-	s.mu.Unlock()
-	if stopped {
+	if s.stopping() {
 		return runs.Run{}, errors.New("rotation service is stopping")
 	}
 	inv, err := s.inventory(ctx)
@@ -222,7 +219,7 @@ func (s *Service) Rotate(ctx context.Context, user string) (runs.Run, error) {
 		// Released in the background, retried: a store that failed the
 		// Put may fail the release too (and Lock takes a lock over whose
 		// run was never stored after runs.StaleLockAge).
-		s.running.Go(func() {
+		s.spawn(func() {
 			_ = s.durably(context.Background(), "release the user lock", run.ID, func(ctx context.Context) error {
 				return s.opts.Runs.Unlock(ctx, user, run.ID)
 			})
@@ -257,13 +254,31 @@ func (s *Service) Scheduled(ctx context.Context, user string, slot time.Time) er
 	return nil
 }
 
-// launch runs a rotation in the background until it ends or Stop.
+// launch runs a rotation in the background until it ends or Stop. Once
+// Stop began, it starts nothing: the run stays "running" in the store and
+// resumes at the next start.
 func (s *Service) launch(run runs.Run, p *plan.Plan, resume bool) {
-	s.running.Go(func() {
+	s.spawn(func() {
 		ctx, cancel := s.untilStop()
 		defer cancel()
 		s.drive(ctx, run, p, resume)
 	})
+}
+
+// spawn runs f in a goroutine Stop waits for, unless Stop began.
+func (s *Service) spawn(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.stopped {
+		s.running.Go(f)
+	}
+}
+
+// stopping reports whether Stop was called.
+func (s *Service) stopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopped
 }
 
 // untilStop returns a context that ends when the service stops.
@@ -301,16 +316,19 @@ func (s *Service) drive(ctx context.Context, run runs.Run, p *plan.Plan, resume 
 		}
 		if err == nil {
 			s.faults.clear("run rotation " + run.ID)
-			s.opts.Engine.Finish(ctx, run.User, out, "")
+			s.opts.Engine.Finished(ctx, run.User, out, "")
 			return
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || s.stopping() {
 			// Stopping: the run stays "running" in the store and resumes at the next start.
 			log.Info().Msg("rotation interrupted by shutdown; it resumes at the next start")
 			return
 		}
 		s.faults.set("run rotation "+run.ID, err)
-		r.Resume = true
+		// Once a run began, its next one resumes it; a run that did not
+		// begin sent and announced nothing.
+		var nb notBegun
+		r.Resume = r.Resume || !errors.As(err, &nb)
 		backoff = min(max(2*backoff, time.Second), s.opts.StoreRetry)
 		log.Error().Err(err).Int("attempt", attempt).Dur("retry_in", backoff).Msg("rotation cut short; resuming it")
 		select {
