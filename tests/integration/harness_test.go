@@ -631,15 +631,26 @@ func (d *deployment) results(id string, step int) jetstream.Consumer {
 }
 
 // nextResult returns the next result of cons, failing the test after
-// timeout.
+// timeout. A fetch that fails (a cluster node's JetStream briefly without
+// responders, as when a container dies beside it) is tried again.
 func (d *deployment) nextResult(cons jetstream.Consumer, timeout time.Duration) messages.RotationResult {
 	d.t.Helper()
-	msg := workertest.Next(d.t, cons, timeout)
-	rr, err := messages.DecodeResult(msg.Data())
-	if err != nil {
-		d.t.Fatalf("result on %s: %v", msg.Subject(), err)
+	deadline := time.Now().Add(timeout)
+	for {
+		msg, err := cons.Next(jetstream.FetchMaxWait(max(min(time.Until(deadline), 10*time.Second), time.Second)))
+		if err == nil {
+			rr, err := messages.DecodeResult(msg.Data())
+			if err != nil {
+				d.t.Fatalf("result on %s: %v", msg.Subject(), err)
+			}
+			return rr
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no result within %s: %v", timeout, err)
+		}
+		d.t.Logf("fetch a result: %v (trying again)", err)
+		time.Sleep(250 * time.Millisecond)
 	}
-	return rr
 }
 
 // waitFile waits until path exists in c (a file on a machine announces
