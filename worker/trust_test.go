@@ -18,6 +18,7 @@ import (
 	"github.com/postrotate/postrotate/executor/proctest"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
+	"github.com/postrotate/postrotate/worker/workertest"
 )
 
 // trusted is a worker with Trust running real scripts, the coordinator
@@ -268,10 +269,12 @@ func (b *bundle) storedResult(t *testing.T, subject string) messages.RotationRes
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := s.GetLastMsgForSubject(t.Context(), subject)
-	if err != nil {
-		t.Fatalf("stored result on %s: %v", subject, err)
-	}
+	// A result seen on its subject may be stored a moment later.
+	var msg *jetstream.RawStreamMsg
+	workertest.Eventually(t, 10*time.Second, "stored result on "+subject, func() bool {
+		msg, err = s.GetLastMsgForSubject(t.Context(), subject)
+		return err == nil
+	})
 	rr, err := messages.DecodeResult(msg.Data)
 	if err != nil {
 		t.Fatal(err)

@@ -109,6 +109,10 @@ func (d *Dispatcher) Send(ctx context.Context, task messages.Task) (messages.Rot
 		return messages.RotationResult{}, false, fmt.Errorf("rotation %s: send before Begin", task.RotationID)
 	}
 	msg, err := d.message(ctx, task)
+	var lookup errLookup
+	if errors.As(err, &lookup) {
+		return messages.RotationResult{}, false, err
+	}
 	if err != nil {
 		// Nothing was sent: this step's failure, not the rotation's.
 		log.Error().Err(err).Msg("step not sent")
@@ -268,15 +272,36 @@ func (d *Dispatcher) workerKey(ctx context.Context, host string) (string, error)
 	if d.opts.WorkerKey == nil {
 		return "", noKey
 	}
-	key, err := d.opts.WorkerKey(ctx, host)
-	switch {
-	case errors.Is(err, ErrNoWorkerKey), err == nil && key == "":
-		return "", noKey
-	case err != nil:
-		return "", fmt.Errorf("look up the worker key of host %q: %w", host, err)
+	// A lookup that fails (the store not answering, as while a cluster
+	// node is lost) is tried again with short attempts: it says nothing
+	// of the step. Only ctx ending gives up, and then the rotation is cut
+	// short (errLookup), not the step failed.
+	backoff := time.Duration(0)
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		key, err := d.opts.WorkerKey(actx, host)
+		cancel()
+		switch {
+		case errors.Is(err, ErrNoWorkerKey), err == nil && key == "":
+			return "", noKey
+		case err == nil:
+			return key, nil
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), maxPublishBackoff)
+		d.log.Warn().Err(err).Str("host", host).Int("attempt", attempt).Dur("retry_in", backoff).Msg("look up the worker key")
+		select {
+		case <-ctx.Done():
+			return "", errLookup{fmt.Errorf("look up the worker key of host %q: %w", host, errors.Join(err, ctx.Err()))}
+		case <-time.After(backoff):
+		}
 	}
-	return key, nil
 }
+
+// errLookup is a lookup that did not succeed before the rotation's context
+// ended: the rotation is cut short, the step is not failed.
+type errLookup struct{ error }
+
+func (e errLookup) Unwrap() error { return e.error }
 
 // withdraw removes a task that no worker of host has taken yet from the
 // work queue and reports false; it reports true when a worker took it. A
