@@ -127,7 +127,7 @@ func (d *Dispatcher) Send(ctx context.Context, task messages.Task) (messages.Rot
 // (reached), unless the task is withdrawn from the queue untaken.
 func (d *Dispatcher) send(ctx context.Context, log zerolog.Logger, task messages.Task, msg *nats.Msg, results *resultWatch) (messages.RotationResult, bool, error) {
 	subj := d.opts.Subjects
-	ack, err := d.retry(ctx, log, "publish task", func(ctx context.Context) (*jetstream.PubAck, error) {
+	ack, err := retry(ctx, log, "publish task", func(ctx context.Context) (*jetstream.PubAck, error) {
 		return d.js.PublishMsg(ctx, msg, jetstream.WithMsgID(task.ID))
 	})
 	if err != nil {
@@ -180,7 +180,7 @@ func (d *Dispatcher) send(ctx context.Context, log zerolog.Logger, task messages
 // short and resumed later, and this step's result published then.
 func (d *Dispatcher) Report(ctx context.Context, rr messages.RotationResult) error {
 	log := d.log.With().Str("rotation_id", rr.RotationID).Int("step", rr.Step).Str("host", rr.Host).Logger()
-	if _, err := d.retry(ctx, log, "publish result", func(ctx context.Context) (*jetstream.PubAck, error) {
+	if _, err := retry(ctx, log, "publish result", func(ctx context.Context) (*jetstream.PubAck, error) {
 		return d.publishResult(ctx, rr)
 	}); err != nil {
 		return fmt.Errorf("publish the result of step %d: %w", rr.Step, err)
@@ -203,33 +203,36 @@ func (d *Dispatcher) stepEvent(ctx context.Context, log zerolog.Logger, task mes
 	})
 }
 
-// Attempts of a publish: each is short, so that a lost ack (a broker
-// restarting, a leader moving) costs one attempt, not the whole wait.
+// Attempts of a call to JetStream (a publish, a lookup): each is short, so
+// that a lost answer (a broker restarting, a leader moving) costs one
+// attempt, not the whole wait.
 const (
-	publishAttempt    = 5 * time.Second
-	maxPublishBackoff = 5 * time.Second
+	callAttempt    = 5 * time.Second
+	maxCallBackoff = 5 * time.Second
 )
 
-// retry calls publish with a short deadline per attempt until it succeeds
-// or ctx ends (the coordinator stopping). A publish with a message id is
-// idempotent: the stream drops a duplicate of a message that arrived.
-func (d *Dispatcher) retry(ctx context.Context, log zerolog.Logger, what string, publish func(context.Context) (*jetstream.PubAck, error)) (*jetstream.PubAck, error) {
+// retry calls call with a short deadline per attempt until it succeeds or
+// ctx ends (the coordinator stopping, a step's own deadline). A publish
+// with a message id is idempotent: the stream drops a duplicate of a
+// message that arrived.
+func retry[T any](ctx context.Context, log zerolog.Logger, what string, call func(context.Context) (T, error)) (T, error) {
 	backoff := time.Duration(0)
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, publishAttempt)
-		ack, err := publish(actx)
+		actx, cancel := context.WithTimeout(ctx, callAttempt)
+		v, err := call(actx)
 		cancel()
 		if err == nil {
 			if attempt > 1 {
 				log.Info().Int("attempt", attempt).Msg(what + ": succeeded after retries")
 			}
-			return ack, nil
+			return v, nil
 		}
-		backoff = min(max(2*backoff, 100*time.Millisecond), maxPublishBackoff)
+		backoff = min(max(2*backoff, 100*time.Millisecond), maxCallBackoff)
 		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", backoff).Msg(what)
 		select {
 		case <-ctx.Done():
-			return nil, errors.Join(err, ctx.Err())
+			var zero T
+			return zero, errors.Join(err, ctx.Err())
 		case <-time.After(backoff):
 		}
 	}
@@ -240,7 +243,7 @@ func (d *Dispatcher) retry(ctx context.Context, log zerolog.Logger, what string,
 func (d *Dispatcher) message(ctx context.Context, task messages.Task) (*nats.Msg, error) {
 	msg := &nats.Msg{Subject: d.opts.Subjects.Tasks(task.Host), Header: nats.Header{}}
 	if d.opts.Signer != nil {
-		key, err := d.workerKey(ctx, task.Host)
+		key, err := d.workerKey(ctx, task.Host, task.ExpiresAt)
 		if err != nil {
 			return nil, err
 		}
@@ -266,35 +269,34 @@ func (d *Dispatcher) message(ctx context.Context, task messages.Task) (*nats.Msg
 	return msg, nil
 }
 
-// workerKey returns the curve key of host's worker.
-func (d *Dispatcher) workerKey(ctx context.Context, host string) (string, error) {
+// workerKey returns the curve key of host's worker. A lookup that fails
+// (the store not answering, as while a cluster node is lost) is tried again
+// with short attempts until the task would expire anyway: then the step
+// fails, not sent. When ctx ends first, the rotation is cut short
+// (errLookup) and the step sent when it is resumed.
+func (d *Dispatcher) workerKey(ctx context.Context, host string, until time.Time) (string, error) {
 	noKey := fmt.Errorf("host %q has %w: run postrotate worker add %s", host, ErrNoWorkerKey, host)
 	if d.opts.WorkerKey == nil {
 		return "", noKey
 	}
-	// A lookup that fails (the store not answering, as while a cluster
-	// node is lost) is tried again with short attempts: it says nothing
-	// of the step. Only ctx ending gives up, and then the rotation is cut
-	// short (errLookup), not the step failed.
-	backoff := time.Duration(0)
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, publishAttempt)
-		key, err := d.opts.WorkerKey(actx, host)
-		cancel()
-		switch {
-		case errors.Is(err, ErrNoWorkerKey), err == nil && key == "":
-			return "", noKey
-		case err == nil:
-			return key, nil
+	lctx, cancel := context.WithDeadline(ctx, until)
+	defer cancel()
+	key, err := retry(lctx, d.log.With().Str("host", host).Logger(), "look up the worker key", func(ctx context.Context) (string, error) {
+		key, err := d.opts.WorkerKey(ctx, host)
+		if errors.Is(err, ErrNoWorkerKey) {
+			return "", nil // an answer: none
 		}
-		backoff = min(max(2*backoff, 100*time.Millisecond), maxPublishBackoff)
-		d.log.Warn().Err(err).Str("host", host).Int("attempt", attempt).Dur("retry_in", backoff).Msg("look up the worker key")
-		select {
-		case <-ctx.Done():
-			return "", errLookup{fmt.Errorf("look up the worker key of host %q: %w", host, errors.Join(err, ctx.Err()))}
-		case <-time.After(backoff):
-		}
+		return key, err
+	})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return "", errLookup{fmt.Errorf("look up the worker key of host %q: %w", host, err)}
+	case err != nil:
+		return "", fmt.Errorf("look up the worker key of host %q: %w", host, err)
+	case key == "":
+		return "", noKey
 	}
+	return key, nil
 }
 
 // errLookup is a lookup that did not succeed before the rotation's context
@@ -379,9 +381,9 @@ func (d *Dispatcher) event(ctx context.Context, log zerolog.Logger, subject stri
 		return
 	}
 	// An event must not hold a rotation up for long: a few short attempts.
-	ctx, cancel := context.WithTimeout(ctx, 3*publishAttempt)
+	ctx, cancel := context.WithTimeout(ctx, 3*callAttempt)
 	defer cancel()
-	if _, err := d.retry(ctx, log, "publish event "+subject, func(ctx context.Context) (*jetstream.PubAck, error) {
+	if _, err := retry(ctx, log, "publish event "+subject, func(ctx context.Context) (*jetstream.PubAck, error) {
 		return d.js.Publish(ctx, subject, data)
 	}); err != nil {
 		log.Error().Err(err).Str("subject", subject).Msg("event lost")

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -289,5 +291,38 @@ func stepEvents(t *testing.T, js jetstream.JetStream, id string) []messages.Step
 		if n == 0 {
 			return out
 		}
+	}
+}
+
+// A worker-key lookup that fails (the identity store not answering) is
+// tried again: the step runs once it answers. One that never answers fails
+// the step, not sent, once its task would have expired; the rotation is
+// not held up.
+func TestWorkerKeyLookupRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	coord, trust := identity(t)
+	b.startWorker(t, trust)
+	key := keyOf(trust)
+	var calls atomic.Int32
+	flaky := func(ctx context.Context, host string) (string, error) {
+		if calls.Add(1) <= 2 {
+			return "", errors.New("read the identity: nats: timeout")
+		}
+		return key(ctx, host)
+	}
+	res := <-runAsync(t, engine(New(b.js, Options{Signer: coord, WorkerKey: flaky}), 0),
+		rotation.Rotation{ID: rotation.NewID(), Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
+	if res.err != nil || !res.out.Success() || calls.Load() != 3 {
+		t.Fatalf("flaky lookup: %+v, %v after %d lookups", res.out, res.err, calls.Load())
+	}
+
+	broken := func(context.Context, string) (string, error) {
+		return "", errors.New("read the identity: nats: timeout")
+	}
+	res = <-runAsync(t, engine(New(b.js, Options{Signer: coord, WorkerKey: broken}), time.Second),
+		rotation.Rotation{ID: rotation.NewID(), Plan: b.plan, NewPassword: newMarker, OldPassword: marker})
+	if res.err != nil || res.out.Sent || len(res.out.Results) != 1 || !strings.HasPrefix(res.out.Results[0].Error, `look up the worker key of host "gw-1": `) {
+		t.Fatalf("broken lookup: %+v, %v; want the step failed, not sent", res.out, res.err)
 	}
 }
