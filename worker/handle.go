@@ -144,7 +144,7 @@ func (w *Worker) markedReported(ctx context.Context, task messages.Task, v verdi
 	if err != nil {
 		return false
 	}
-	var m startedMarker
+	var m messages.StartedMarker
 	return json.Unmarshal(entry.Value(), &m) == nil && m.Worker == v.marker.Worker && m.Attempt == v.marker.Attempt &&
 		m.StartedAt.Equal(v.marker.StartedAt) && !m.ReportedAt.IsZero()
 }

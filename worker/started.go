@@ -16,17 +16,6 @@ import (
 // markerTimeout bounds one read or write of a started marker.
 const markerTimeout = 5 * time.Second
 
-// startedMarker is the value of a task's key in the started bucket: which
-// worker started the task's script, when, and at which delivery. ReportedAt
-// is set once the script's result is published.
-type startedMarker struct {
-	Worker     string    `json:"worker"`
-	Host       string    `json:"host"`
-	Attempt    int       `json:"attempt"`
-	StartedAt  time.Time `json:"started_at"`
-	ReportedAt time.Time `json:"reported_at,omitzero"`
-}
-
 // startedKey is the key of a task's marker. Task ids ("<rotation>-<step>")
 // are already valid KV keys; the host-token encoding keeps any other id
 // valid and distinct (letters, digits and '-' are kept as they are).
@@ -39,9 +28,9 @@ type verdict struct {
 	cause  error  // retry: why the marker could not be read or written
 	// run: the marker this worker wrote and its revision, and the earlier
 	// marker when the script is run again after an interruption.
-	marker startedMarker
+	marker messages.StartedMarker
 	rev    uint64
-	prev   *startedMarker
+	prev   *messages.StartedMarker
 }
 
 type action int
@@ -76,7 +65,7 @@ func (w *Worker) decide(ctx context.Context, task messages.Task, attempt int) ve
 	}
 	key := startedKey(task.ID)
 	now := w.opts.Now()
-	marker := startedMarker{Worker: w.opts.Name, Host: w.opts.Host, Attempt: attempt, StartedAt: now}
+	marker := messages.StartedMarker{Worker: w.opts.Name, Host: w.opts.Host, Attempt: attempt, StartedAt: now}
 	mine, err := json.Marshal(marker)
 	if err != nil {
 		return verdict{do: retryIt, cause: fmt.Errorf("encode started marker: %w", err)}
@@ -99,9 +88,9 @@ func (w *Worker) decide(ctx context.Context, task messages.Task, attempt int) ve
 	case err != nil:
 		return verdict{do: retryIt, cause: fmt.Errorf("read started marker %s: %w", key, err)}
 	}
-	var prev startedMarker
+	var prev messages.StartedMarker
 	if err := json.Unmarshal(entry.Value(), &prev); err != nil {
-		prev = startedMarker{Worker: "(unreadable marker)"}
+		prev = messages.StartedMarker{Worker: "(unreadable marker)"}
 	}
 	switch {
 	case !prev.ReportedAt.IsZero():
@@ -119,7 +108,7 @@ func (w *Worker) decide(ctx context.Context, task messages.Task, attempt int) ve
 	return verdict{do: runIt, marker: marker, rev: rev, prev: &prev}
 }
 
-func inDoubt(m startedMarker, tail string) string {
+func inDoubt(m messages.StartedMarker, tail string) string {
 	return fmt.Sprintf("in doubt: interrupted: the script was started by worker %q at %s (attempt %d) and its outcome is unknown; %s",
 		m.Worker, m.StartedAt.UTC().Format(time.RFC3339), m.Attempt, tail)
 }

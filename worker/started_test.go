@@ -14,13 +14,13 @@ import (
 )
 
 // marker reads a task's started marker.
-func (b *bundle) marker(t *testing.T, taskID string) startedMarker {
+func (b *bundle) marker(t *testing.T, taskID string) messages.StartedMarker {
 	t.Helper()
 	e, err := b.kv(t, b.subj.StartedBucket()).Get(t.Context(), startedKey(taskID))
 	if err != nil {
 		t.Fatalf("started marker of %s: %v", taskID, err)
 	}
-	var m startedMarker
+	var m messages.StartedMarker
 	if err := json.Unmarshal(e.Value(), &m); err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +106,8 @@ func TestStartedMarkerCases(t *testing.T) {
 	t.Parallel()
 	w, b := setup(t, config{}, nil)
 	startedAt := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	interrupted, _ := json.Marshal(startedMarker{Worker: "w0", Host: host, Attempt: 1, StartedAt: startedAt})
-	reported, _ := json.Marshal(startedMarker{Worker: "w0", Host: host, Attempt: 1, StartedAt: startedAt, ReportedAt: startedAt})
+	interrupted, _ := json.Marshal(messages.StartedMarker{Worker: "w0", Host: host, Attempt: 1, StartedAt: startedAt})
+	reported, _ := json.Marshal(messages.StartedMarker{Worker: "w0", Host: host, Attempt: 1, StartedAt: startedAt, ReportedAt: startedAt})
 
 	// Expired after an interruption: in doubt, even when retry is allowed.
 	expired := task(1)
@@ -189,7 +189,7 @@ func TestStartedBucketDirectGetsTurnedOff(t *testing.T) {
 
 	// A marker of an unreported start: deciding needs a read.
 	tk := task(2)
-	started, _ := json.Marshal(startedMarker{Worker: "w0", Host: host, Attempt: 1, StartedAt: time.Now()})
+	started, _ := json.Marshal(messages.StartedMarker{Worker: "w0", Host: host, Attempt: 1, StartedAt: time.Now()})
 	b.putMarker(t, tk.ID, started)
 	b.publish(t, tk)
 	if rr := b.result(t); rr.Success || !strings.HasPrefix(rr.Error, `in doubt: interrupted: the script was started by worker "w0"`) {

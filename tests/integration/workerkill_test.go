@@ -145,19 +145,8 @@ func TestGatewayWorkerKilled(t *testing.T) {
 	}
 }
 
-// startedMarker is what a worker writes to the started bucket before it
-// runs a task's script (the worker package's unexported startedMarker):
-// who started it, at which delivery, and when its result was published.
-type startedMarker struct {
-	Worker     string    `json:"worker"`
-	Host       string    `json:"host"`
-	Attempt    int       `json:"attempt"`
-	StartedAt  time.Time `json:"started_at"`
-	ReportedAt time.Time `json:"reported_at,omitzero"`
-}
-
 // marker reads the started marker of step of rotation id.
-func (d *deployment) marker(id string, step int) startedMarker {
+func (d *deployment) marker(id string, step int) messages.StartedMarker {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(d.t.Context(), 30*time.Second)
 	defer cancel()
@@ -171,7 +160,7 @@ func (d *deployment) marker(id string, step int) startedMarker {
 	if err != nil {
 		d.t.Fatalf("started marker of rotation %s step %d: %v", id, step, err)
 	}
-	var m startedMarker
+	var m messages.StartedMarker
 	if err := json.Unmarshal(e.Value(), &m); err != nil {
 		d.t.Fatalf("started marker %s: %v", key, err)
 	}
