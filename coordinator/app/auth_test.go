@@ -6,9 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/coordinator/identity"
 	"github.com/postrotate/postrotate/coordinator/runs"
 	"github.com/postrotate/postrotate/coordinator/server"
@@ -112,67 +111,18 @@ func (sc *secured) enroll(t *testing.T, host string) identity.Enrolled {
 	return en
 }
 
-// logLines collects a worker's JSON log lines.
-type logLines struct {
-	mu    sync.Mutex
-	lines []map[string]any
-	added chan struct{} // signalled at every line
-}
-
-func newLogLines() *logLines { return &logLines{added: make(chan struct{}, 1)} }
-
-func (l *logLines) Write(p []byte) (int, error) {
-	var m map[string]any
-	if json.Unmarshal(p, &m) == nil {
-		l.mu.Lock()
-		l.lines = append(l.lines, m)
-		l.mu.Unlock()
-		select {
-		case l.added <- struct{}{}:
-		default:
-		}
-	}
-	return len(p), nil
-}
-
-// waitViolation waits until a permission violation of subject is logged.
-func (l *logLines) waitViolation(t *testing.T, subject string) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for !slices.Contains(l.violations(), subject) {
-		select {
-		case <-l.added:
-		case <-deadline:
-			t.Fatalf("no permission violation logged for %s (logged: %v)", subject, l.violations())
-		}
-	}
-}
-
-func (l *logLines) violations() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, m := range l.lines {
-		if m["message"] == "nats permission violation" && m["level"] == "error" {
-			s, _ := m["subject"].(string)
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // remote is a worker connected over TCP with its credentials, as
 // postrotate-worker --creds is.
 type remote struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	logs   *logLines
+	logs   *brokertest.Logs
 	closed chan struct{}
 }
 
 func connectWorker(t *testing.T, c envelope.Credentials) (*remote, error) {
 	t.Helper()
-	r := &remote{logs: newLogLines(), closed: make(chan struct{})}
+	r := &remote{logs: brokertest.NewLogs(), closed: make(chan struct{})}
 	logger := zerolog.New(r.logs)
 	opts, err := natsconn.Options(natsconn.Config{Host: c.Host, Creds: &c, Logger: &logger})
 	if err != nil {
@@ -226,7 +176,7 @@ func TestRotationWithEnrolledWorkers(t *testing.T) {
 	sc.checkRotationOfAlice(t)
 	// Every message the workers sent was within their rights.
 	for name, r := range map[string]*remote{"gw": gw, "m1": m1} {
-		if vs := r.logs.violations(); len(vs) > 0 {
+		if vs := r.logs.Violations(); len(vs) > 0 {
 			t.Errorf("worker %s had permission violations: %v", name, vs)
 		}
 	}
@@ -281,12 +231,12 @@ func checkCannotRunM1(t *testing.T, gw *remote) {
 		t.Fatal("gw's user bound the consumer of m1")
 	}
 	want := "$JS.API.CONSUMER.INFO." + subj.TasksStream() + "." + subj.Consumer("m1")
-	gw.logs.waitViolation(t, want)
+	gw.logs.WaitViolation(t, want)
 	// Nor publish a task for it.
 	if err := gw.nc.Publish(subj.Tasks("m1"), []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	gw.logs.waitViolation(t, subj.Tasks("m1"))
+	gw.logs.WaitViolation(t, subj.Tasks("m1"))
 }
 
 // A re-enrolled host's old user is shut out at once: its connection is

@@ -2,13 +2,11 @@ package broker_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/postrotate/postrotate/coordinator/broker"
+	"github.com/postrotate/postrotate/coordinator/broker/brokertest"
 	"github.com/postrotate/postrotate/messages"
 	"github.com/postrotate/postrotate/messages/envelope"
 	"github.com/postrotate/postrotate/messages/layout"
@@ -28,51 +27,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// logLines collects a logger's JSON lines.
-type logLines struct {
-	mu    sync.Mutex
-	lines []map[string]any
-	added chan struct{}
-}
-
-func newLogLines() *logLines { return &logLines{added: make(chan struct{}, 1000)} }
-
-func (l *logLines) Write(p []byte) (int, error) {
-	var m map[string]any
-	if err := json.Unmarshal(p, &m); err == nil {
-		l.mu.Lock()
-		l.lines = append(l.lines, m)
-		l.mu.Unlock()
-		select {
-		case l.added <- struct{}{}:
-		default:
-		}
-	}
-	return len(p), nil
-}
-
-// waitViolation waits until a permission violation of subject is logged at
-// level error.
-func (l *logLines) waitViolation(t *testing.T, subject string) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		l.mu.Lock()
-		for _, m := range l.lines {
-			if m["message"] == "nats permission violation" && m["level"] == "error" && m["subject"] == subject {
-				l.mu.Unlock()
-				return
-			}
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.added:
-		case <-deadline:
-			t.Fatalf("no permission violation logged for %s; logged: %v", subject, l.lines)
-		}
-	}
 }
 
 // enrolled is a worker's credentials and its user.
@@ -148,9 +102,9 @@ func setupAuth(t *testing.T) *authFixture {
 }
 
 // connect connects as the worker of e over TCP, as postrotate-worker does.
-func (f *authFixture) connect(t *testing.T, e enrolled) (*nats.Conn, jetstream.JetStream, *logLines) {
+func (f *authFixture) connect(t *testing.T, e enrolled) (*nats.Conn, jetstream.JetStream, *brokertest.Logs) {
 	t.Helper()
-	logs := newLogLines()
+	logs := brokertest.NewLogs()
 	logger := zerolog.New(logs)
 	opts, err := natsconn.Options(natsconn.Config{Host: e.creds.Host, Creds: &e.creds, Logger: &logger})
 	if err != nil {
@@ -206,12 +160,8 @@ func TestWorkerMayRunItsOwnHost(t *testing.T) {
 	}
 	heartbeatOwnHost(t, f, jsA)
 	writeStartedMarkers(t, f, jsA)
-	logs.mu.Lock()
-	defer logs.mu.Unlock()
-	for _, m := range logs.lines {
-		if m["message"] == "nats permission violation" {
-			t.Errorf("permission violation in the worker's own flow: %v", m)
-		}
+	if vs := logs.Violations(); len(vs) > 0 {
+		t.Errorf("permission violations in the worker's own flow: %v", vs)
 	}
 }
 
@@ -318,7 +268,7 @@ type trespass struct {
 	f             *authFixture
 	nc            *nats.Conn
 	js            jetstream.JetStream
-	logs          *logLines
+	logs          *brokertest.Logs
 	stream, consB string
 }
 
@@ -328,7 +278,7 @@ func (x trespass) bindOtherConsumer(t *testing.T) {
 	if _, err := x.js.Consumer(short, x.stream, x.consB); err == nil {
 		t.Fatal("bound the consumer of host gw b")
 	}
-	x.logs.waitViolation(t, "$JS.API.CONSUMER.INFO."+x.stream+"."+x.consB)
+	x.logs.WaitViolation(t, "$JS.API.CONSUMER.INFO."+x.stream+"."+x.consB)
 }
 
 func (x trespass) pullOtherTasks(t *testing.T) {
@@ -336,7 +286,7 @@ func (x trespass) pullOtherTasks(t *testing.T) {
 	if _, err := x.nc.Request(subject, []byte(`{"batch":1,"expires":1000000000}`), time.Second); err == nil {
 		t.Fatal("pulled from host gw b's consumer")
 	}
-	x.logs.waitViolation(t, subject)
+	x.logs.WaitViolation(t, subject)
 	if x.nc.LastError() == nil || !errors.Is(x.nc.LastError(), nats.ErrPermissionViolation) {
 		t.Fatalf("last error %v, want a permission violation", x.nc.LastError())
 	}
@@ -352,7 +302,7 @@ func (x trespass) publishTask(t *testing.T) {
 	if err := x.nc.Publish(subject, []byte("forged")); err != nil {
 		t.Fatal(err)
 	}
-	x.logs.waitViolation(t, subject)
+	x.logs.WaitViolation(t, subject)
 	info, err := x.f.js.Stream(t.Context(), x.stream)
 	if err != nil || info.CachedInfo().State.Msgs != 1 {
 		t.Fatalf("a forged task reached the stream: %v", err)
@@ -363,7 +313,7 @@ func (x trespass) subscribeResults(t *testing.T) {
 	if _, err := x.nc.SubscribeSync(x.f.subj.AllResults()); err != nil {
 		t.Fatal(err)
 	}
-	x.logs.waitViolation(t, x.f.subj.AllResults())
+	x.logs.WaitViolation(t, x.f.subj.AllResults())
 }
 
 func (x trespass) readResults(t *testing.T) {
@@ -372,7 +322,7 @@ func (x trespass) readResults(t *testing.T) {
 	if _, err := x.js.Stream(short, x.f.subj.ResultsStream()); err == nil {
 		t.Fatal("read the results stream's info")
 	}
-	x.logs.waitViolation(t, "$JS.API.STREAM.INFO."+x.f.subj.ResultsStream())
+	x.logs.WaitViolation(t, "$JS.API.STREAM.INFO."+x.f.subj.ResultsStream())
 	short2, cancel2 := contextWithTimeout(t, time.Second)
 	defer cancel2()
 	if _, err := x.js.OrderedConsumer(short2, x.f.subj.ResultsStream(), jetstream.OrderedConsumerConfig{}); err == nil {
@@ -385,7 +335,7 @@ func (x trespass) registerOtherHost(t *testing.T) {
 	if err := x.nc.Publish(subject, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	x.logs.waitViolation(t, subject)
+	x.logs.WaitViolation(t, subject)
 }
 
 func (x trespass) refuseForOtherHost(t *testing.T) {
@@ -393,7 +343,7 @@ func (x trespass) refuseForOtherHost(t *testing.T) {
 	if err := x.nc.Publish(subject, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	x.logs.waitViolation(t, subject)
+	x.logs.WaitViolation(t, subject)
 }
 
 func (x trespass) subscribeOtherInbox(t *testing.T) {
@@ -401,7 +351,7 @@ func (x trespass) subscribeOtherInbox(t *testing.T) {
 	if _, err := x.nc.SubscribeSync(subject); err != nil {
 		t.Fatal(err)
 	}
-	x.logs.waitViolation(t, subject)
+	x.logs.WaitViolation(t, subject)
 }
 
 func (x trespass) readRunsBucket(t *testing.T) {
@@ -409,7 +359,7 @@ func (x trespass) readRunsBucket(t *testing.T) {
 	if _, err := x.nc.Request(subject, nil, time.Second); err == nil {
 		t.Fatal("read the runs bucket")
 	}
-	x.logs.waitViolation(t, subject)
+	x.logs.WaitViolation(t, subject)
 }
 
 // SetUsers admits a new user at once and shuts a removed one out,
